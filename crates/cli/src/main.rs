@@ -1,0 +1,162 @@
+//! `switchyard`: the one binary. Subcommands arrive with the issues that build them.
+
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use switchyard_core::config::Config;
+use switchyard_core::contracts::{self, DEFAULT_MAX_MESSAGE_BYTES, Message};
+
+#[derive(Debug, Parser)]
+#[command(name = "switchyard", version, about = "Queue-native inference router")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate messages (any Switchyard envelope or document) against their schema.
+    ///
+    /// Prints `ok` lines on stdout and one line per problem on stderr, naming the field. Exits 1
+    /// when any input is invalid.
+    Validate {
+        /// Files to check; `-` reads standard input.
+        #[arg(required = true)]
+        files: Vec<String>,
+        /// Size limit in bytes, as the bus enforces it.
+        #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+        max_bytes: usize,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Load, overlay the environment, validate and summarize a config file.
+    Check {
+        /// The config file; defaults apply when absent.
+        #[arg(long, short, env = "SWITCHYARD_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Validate { files, max_bytes } => validate(&files, max_bytes),
+        Command::Config {
+            command: ConfigCommand::Check { config },
+        } => config_check(config.as_deref()),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            let _ = writeln!(io::stderr(), "error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn validate(files: &[String], max_bytes: usize) -> anyhow::Result<ExitCode> {
+    let mut stdout = io::stdout().lock();
+    let mut stderr = io::stderr().lock();
+    let mut invalid = 0usize;
+    for file in files {
+        let bytes = read_input(file)?;
+        match contracts::decode_any(&bytes, max_bytes) {
+            Ok(message) => writeln!(stdout, "{file}: ok ({})", describe(&message))?,
+            Err(error) => {
+                invalid += 1;
+                match &error {
+                    contracts::DecodeError::Invalid(violations) => {
+                        for violation in violations {
+                            writeln!(stderr, "{file}: {violation}")?;
+                        }
+                    }
+                    contracts::DecodeError::Oversized { .. }
+                    | contracts::DecodeError::Json(_)
+                    | contracts::DecodeError::UnknownSchema(_) => {
+                        writeln!(stderr, "{file}: {error}")?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(if invalid == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn read_input(file: &str) -> anyhow::Result<Vec<u8>> {
+    if file == "-" {
+        let mut bytes = Vec::new();
+        io::stdin()
+            .read_to_end(&mut bytes)
+            .context("cannot read standard input")?;
+        Ok(bytes)
+    } else {
+        std::fs::read(file).with_context(|| format!("cannot read {file}"))
+    }
+}
+
+fn describe(message: &Message) -> String {
+    let detail = match message {
+        Message::Job(job) => format!("job {} of {}", job.job_id, job.tenant_id),
+        Message::Routed(routed) => format!(
+            "job {} routed to {}",
+            routed.job.job_id, routed.decision.backend_id
+        ),
+        Message::Result(result) => format!("result of job {}", result.job_id),
+        Message::Usage(usage) => format!("usage event {}", usage.event_id),
+        Message::DeadLetter(letter) => format!("dead letter {}", letter.dead_letter_id),
+        Message::Event(event) => format!("event {}", event.event_id),
+    };
+    format!("{}, {detail}", message.schema_id())
+}
+
+fn config_check(path: Option<&Path>) -> anyhow::Result<ExitCode> {
+    match Config::load(path) {
+        Ok(config) => {
+            let mut stdout = io::stdout().lock();
+            writeln!(
+                stdout,
+                "ok: bus {:?}, store {}, {} backends, rates {}",
+                bus_name(&config),
+                store_name(&config),
+                config.backends.len(),
+                config.rates.version
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            writeln!(io::stderr(), "{error}")?;
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn bus_name(config: &Config) -> &'static str {
+    use switchyard_core::config::BusConfig;
+    match config.bus {
+        BusConfig::Memory => "memory",
+        BusConfig::Kafka(_) => "kafka",
+        BusConfig::Sqs(_) => "sqs",
+    }
+}
+
+fn store_name(config: &Config) -> &'static str {
+    use switchyard_core::config::StoreConfig;
+    match config.store {
+        StoreConfig::Embedded { .. } => "embedded",
+        StoreConfig::Mongo { .. } => "mongo",
+    }
+}

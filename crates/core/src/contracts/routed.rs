@@ -1,0 +1,63 @@
+//! The routed job (`switchyard.routed/v1`): a job plus the router's decision, on a backend queue.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::contracts::job::JobEnvelope;
+use crate::contracts::tag::schema_tag;
+use crate::ids::{BackendId, JobId};
+use crate::tier::QueueName;
+
+schema_tag!(
+    /// `switchyard.routed/v1`
+    RoutedSchema = "switchyard.routed/v1"
+);
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RoutedJob {
+    pub schema: RoutedSchema,
+    pub job: JobEnvelope,
+    pub decision: Decision,
+    /// Set on the children of a `multi` job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentRef>,
+}
+
+/// Why this backend, and what it is expected to cost.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    pub backend_id: BackendId,
+    pub queue: QueueName,
+    /// The policy rule that matched.
+    pub rule: String,
+    pub strategy: Strategy,
+    /// For people: which constraints held, what was skipped and why.
+    pub reason: String,
+    pub estimated_cost_usd: Decimal,
+    pub estimated_latency_ms: u64,
+    /// Where to go next if this backend fails for good, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallbacks: Vec<BackendId>,
+    pub policy_version: String,
+    pub decided_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    Cheapest,
+    Fastest,
+    MostAccurate,
+    Pinned,
+    Weighted,
+    LlmClassify,
+    Fallback,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParentRef {
+    pub job_id: JobId,
+    /// The subtask's name in the parent.
+    pub subtask: String,
+}
