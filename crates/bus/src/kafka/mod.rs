@@ -1,0 +1,726 @@
+//! Kafka (rdkafka): topics are the logical queue names.
+//!
+//! - Producer: idempotent (`enable.idempotence`), `acks=all`; a publish returns once the broker
+//!   has the message.
+//! - Consumer: a consumer group with manual commits. Offsets are committed only up to the first
+//!   unfinished message of each partition ([`tracker`]), periodically and on close; on a
+//!   rebalance the revoked partitions' finished work is committed before they go.
+//! - Delayed retry without blocking the partition: `nack(delay)` republishes the message to a
+//!   retry topic for its delay tier (`<queue>.retry.<tier>`, the Spring Kafka / Karafka
+//!   pattern) with a not-before time and the attempt raised, then settles the original. A relay
+//!   per tier waits for each message's time and moves it back to the queue. Within a tier,
+//!   delays are alike, so one waiting message barely holds up the next.
+//! - Dead letters go to the `switchyard.dlq.<queue>` topic; the original is settled after the
+//!   letter is durable.
+//! - Kafka has no per-message lease: `extend` is a no-op, and `max.poll.interval.ms` is raised
+//!   so that long jobs do not cost the consumer its group membership.
+
+mod tracker;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::{Header, Headers as _, Message as _, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use switchyard_core::QueueName;
+use switchyard_core::contracts;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::{
+    Bus, BusError, Consumer, Delivery, Headers, Outgoing, QueueDepth, Rejection, dead_letter_for,
+    headers,
+};
+use tracker::OffsetTracker;
+
+const TRANSPORT: &str = "kafka";
+/// Header with the RFC 3339 time before which a retried message must not be processed.
+const NOT_BEFORE: &str = "switchyard-not-before";
+/// Header naming the queue a retried message goes back to.
+const RETRY_TO: &str = "switchyard-retry-to";
+/// Retry delay tiers: a nack goes to the largest tier not longer than its delay.
+const RETRY_TIERS: [(&str, Duration); 5] = [
+    ("1s", Duration::from_secs(1)),
+    ("10s", Duration::from_secs(10)),
+    ("1m", Duration::from_secs(60)),
+    ("10m", Duration::from_secs(600)),
+    ("1h", Duration::from_secs(3600)),
+];
+/// How often finished work is committed while consuming.
+const COMMIT_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Kafka settings, from `[bus.kafka]`.
+#[derive(Clone, Debug)]
+pub struct KafkaSettings {
+    pub brokers: String,
+    /// Prefix of consumer group ids: a consumer of group `g` joins `<prefix>.<g>`.
+    pub group_prefix: String,
+    /// Extra librdkafka properties.
+    pub properties: Vec<(String, String)>,
+    /// Partitions of topics that `ensure` creates.
+    pub partitions: i32,
+    pub replication: i32,
+    /// Whose lag `depth` reports for queues this process does not consume.
+    pub depth_group: String,
+}
+
+impl KafkaSettings {
+    pub fn new(brokers: impl Into<String>) -> KafkaSettings {
+        KafkaSettings {
+            brokers: brokers.into(),
+            group_prefix: "switchyard".into(),
+            properties: Vec::new(),
+            partitions: 6,
+            replication: 1,
+            depth_group: "router".into(),
+        }
+    }
+
+    fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        for (key, value) in &self.properties {
+            config.set(key, value);
+        }
+        config
+    }
+}
+
+#[derive(Clone)]
+pub struct KafkaBus {
+    inner: Arc<KafkaInner>,
+}
+
+struct KafkaInner {
+    settings: KafkaSettings,
+    /// The group this process consumes each queue with: whose lag `depth` reports.
+    groups: Mutex<std::collections::HashMap<QueueName, String>>,
+    producer: FutureProducer,
+    admin: AdminClient<DefaultClientContext>,
+}
+
+impl std::fmt::Debug for KafkaBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaBus")
+            .field("brokers", &self.inner.settings.brokers)
+            .finish_non_exhaustive()
+    }
+}
+
+fn kafka_error(error: impl std::fmt::Display) -> BusError {
+    BusError::transport(TRANSPORT, error)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl KafkaBus {
+    pub fn new(settings: KafkaSettings) -> Result<KafkaBus, BusError> {
+        let producer: FutureProducer = settings
+            .client_config()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "2")
+            .set("message.timeout.ms", "30000")
+            .create()
+            .map_err(kafka_error)?;
+        let admin = settings.client_config().create().map_err(kafka_error)?;
+        Ok(KafkaBus {
+            inner: Arc::new(KafkaInner {
+                settings,
+                groups: Mutex::new(std::collections::HashMap::new()),
+                producer,
+                admin,
+            }),
+        })
+    }
+
+    fn retry_topic(queue: &QueueName, tier: &str) -> String {
+        format!("{queue}.retry.{tier}")
+    }
+
+    fn tier_for(delay: Duration) -> &'static str {
+        RETRY_TIERS
+            .iter()
+            .rev()
+            .find(|(_, length)| *length <= delay)
+            .map_or(RETRY_TIERS[0].0, |(name, _)| name)
+    }
+
+    /// Hands a message to the producer's queue; the returned future resolves when the broker
+    /// has it. Waits for room when the queue is full.
+    async fn enqueue(
+        &self,
+        topic: &str,
+        message: &Outgoing,
+    ) -> Result<rdkafka::producer::DeliveryFuture, BusError> {
+        loop {
+            let mut kafka_headers = OwnedHeaders::new_with_capacity(message.headers.len());
+            for (name, value) in &message.headers {
+                kafka_headers = kafka_headers.insert(Header {
+                    key: name,
+                    value: Some(value.as_bytes()),
+                });
+            }
+            let mut record = FutureRecord::to(topic)
+                .payload(&message.body)
+                .headers(kafka_headers);
+            if let Some(key) = &message.key {
+                record = record.key(key);
+            }
+            match self.inner.producer.send_result(record) {
+                Ok(delivery) => return Ok(delivery),
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
+                    _,
+                )) => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((error, _)) => return Err(kafka_error(error)),
+            }
+        }
+    }
+
+    async fn send(&self, topic: &str, message: &Outgoing) -> Result<(), BusError> {
+        let delivery = self.enqueue(topic, message).await?;
+        confirm(delivery).await
+    }
+
+    async fn create_topics(&self, names: &[String]) -> Result<(), BusError> {
+        let settings = &self.inner.settings;
+        let topics: Vec<NewTopic<'_>> = names
+            .iter()
+            .map(|name| {
+                NewTopic::new(
+                    name,
+                    settings.partitions,
+                    TopicReplication::Fixed(settings.replication),
+                )
+            })
+            .collect();
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let results = self
+            .inner
+            .admin
+            .create_topics(&topics, &options)
+            .await
+            .map_err(kafka_error)?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => {
+                    return Err(kafka_error(format!("cannot create topic {topic}: {code}")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn consumer_config(&self, group: &str) -> ClientConfig {
+        let mut config = self.inner.settings.client_config();
+        config
+            .set(
+                "group.id",
+                format!("{}.{group}", self.inner.settings.group_prefix),
+            )
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("max.poll.interval.ms", "900000")
+            .set("partition.assignment.strategy", "cooperative-sticky");
+        config
+    }
+
+    /// Moves retried messages of one tier back to their queue when they are due.
+    fn spawn_relay(
+        &self,
+        queue: &QueueName,
+        group: &str,
+        tier: &str,
+        stop: CancellationToken,
+    ) -> Result<(), BusError> {
+        let topic = KafkaBus::retry_topic(queue, tier);
+        let consumer: StreamConsumer = self
+            .consumer_config(&format!("{group}.retry"))
+            .create()
+            .map_err(kafka_error)?;
+        consumer.subscribe(&[&topic]).map_err(kafka_error)?;
+        let bus = self.clone();
+        let queue = queue.clone();
+        tokio::spawn(async move {
+            loop {
+                let received = tokio::select! {
+                    () = stop.cancelled() => break,
+                    received = consumer.recv() => received,
+                };
+                let message = match received {
+                    Ok(message) => message.detach(),
+                    Err(error) => {
+                        warn!(message = "Retry relay failed to fetch.", %error, %topic);
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
+                let outgoing = outgoing_from(&message);
+                if let Some(due) = outgoing
+                    .headers
+                    .get(NOT_BEFORE)
+                    .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
+                {
+                    let wait = (due.with_timezone(&Utc) - Utc::now())
+                        .to_std()
+                        .unwrap_or_default();
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                }
+                let mut back = outgoing;
+                back.headers.remove(NOT_BEFORE);
+                back.headers.remove(RETRY_TO);
+                // Publish first, commit after: a crash in between repeats the retry, never
+                // loses it.
+                loop {
+                    match bus.send(queue.as_str(), &back).await {
+                        Ok(()) => break,
+                        Err(error) => {
+                            warn!(message = "Retry relay failed to republish; trying again.", %error, %queue);
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                }
+                let mut offsets = TopicPartitionList::new();
+                let _ = offsets.add_partition_offset(
+                    message.topic(),
+                    message.partition(),
+                    Offset::Offset(message.offset() + 1),
+                );
+                if let Err(error) = consumer.commit(&offsets, CommitMode::Async) {
+                    warn!(message = "Retry relay failed to commit.", %error, %topic);
+                }
+            }
+            // Leaving the group blocks; keep it off the async threads.
+            let _ = tokio::task::spawn_blocking(move || {
+                consumer.unsubscribe();
+                drop(consumer);
+            })
+            .await;
+        });
+        Ok(())
+    }
+}
+
+fn outgoing_from(message: &rdkafka::message::OwnedMessage) -> Outgoing {
+    let mut headers = Headers::new();
+    if let Some(kafka_headers) = message.headers() {
+        for header in kafka_headers.iter() {
+            if let Some(value) = header.value.and_then(|v| std::str::from_utf8(v).ok()) {
+                headers.insert(header.key.to_owned(), value.to_owned());
+            }
+        }
+    }
+    Outgoing {
+        key: message
+            .key()
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .map(str::to_owned),
+        headers,
+        body: message.payload().unwrap_or_default().to_vec(),
+    }
+}
+
+impl Bus for KafkaBus {
+    type Consumer = KafkaConsumer;
+
+    async fn ensure(&self, queues: &[QueueName]) -> Result<(), BusError> {
+        let mut names = Vec::new();
+        for queue in queues {
+            names.push(queue.to_string());
+            names.push(queue.dead_letter().to_string());
+            for (tier, _) in RETRY_TIERS {
+                names.push(KafkaBus::retry_topic(queue, tier));
+            }
+        }
+        self.create_topics(&names).await
+    }
+
+    async fn publish(&self, queue: &QueueName, message: Outgoing) -> Result<(), BusError> {
+        self.send(queue.as_str(), &message).await
+    }
+
+    async fn publish_batch(
+        &self,
+        queue: &QueueName,
+        messages: Vec<Outgoing>,
+    ) -> Result<(), BusError> {
+        // Queue them all, then wait: the producer batches what is in flight together.
+        let mut deliveries = Vec::with_capacity(messages.len());
+        for message in &messages {
+            deliveries.push(self.enqueue(queue.as_str(), message).await?);
+        }
+        for delivery in deliveries {
+            confirm(delivery).await?;
+        }
+        Ok(())
+    }
+
+    async fn consume(&self, queue: &QueueName, group: &str) -> Result<KafkaConsumer, BusError> {
+        lock(&self.inner.groups).insert(queue.clone(), group.to_owned());
+        let tracker = Arc::new(Mutex::new(OffsetTracker::default()));
+        let context = TrackingContext {
+            tracker: tracker.clone(),
+        };
+        let consumer: StreamConsumer<TrackingContext> = self
+            .consumer_config(group)
+            .create_with_context(context)
+            .map_err(kafka_error)?;
+        consumer.subscribe(&[queue.as_str()]).map_err(kafka_error)?;
+        let consumer = Arc::new(consumer);
+        let stop = CancellationToken::new();
+        // Dead-letter queues are not retried: replay is an SRE's decision.
+        if !queue.as_str().starts_with("switchyard.dlq.") {
+            for (tier, _) in RETRY_TIERS {
+                self.spawn_relay(queue, group, tier, stop.clone())?;
+            }
+        }
+        // Commit finished work in the background, so a slow stream of acks still commits.
+        let committer = {
+            let consumer = consumer.clone();
+            let tracker = tracker.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(COMMIT_INTERVAL);
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        _ = tick.tick() => commit(&consumer, &tracker, CommitMode::Async),
+                    }
+                }
+            })
+        };
+        Ok(KafkaConsumer {
+            queue: queue.clone(),
+            consumer,
+            tracker,
+            bus: self.clone(),
+            stop,
+            committer: Some(committer),
+        })
+    }
+
+    async fn depth(&self, queue: &QueueName) -> Result<QueueDepth, BusError> {
+        let bus = self.clone();
+        let queue = queue.clone();
+        let group = lock(&self.inner.groups)
+            .get(&queue)
+            .cloned()
+            .unwrap_or_else(|| self.inner.settings.depth_group.clone());
+        // Watermark and committed-offset look-ups block: keep them off the async threads.
+        tokio::task::spawn_blocking(move || bus.lag(&queue, &group))
+            .await
+            .map_err(kafka_error)?
+    }
+}
+
+impl KafkaBus {
+    /// Consumer lag of `group` on `queue`: what is written and not yet committed.
+    pub fn lag(&self, queue: &QueueName, group: &str) -> Result<QueueDepth, BusError> {
+        let consumer: BaseConsumer = self.consumer_config(group).create().map_err(kafka_error)?;
+        let timeout = Duration::from_secs(10);
+        let metadata = consumer
+            .fetch_metadata(Some(queue.as_str()), timeout)
+            .map_err(kafka_error)?;
+        let mut partitions = TopicPartitionList::new();
+        for topic in metadata.topics() {
+            for partition in topic.partitions() {
+                partitions.add_partition(topic.name(), partition.id());
+            }
+        }
+        let committed = consumer
+            .committed_offsets(partitions, timeout)
+            .map_err(kafka_error)?;
+        let mut ready = 0u64;
+        for element in committed.elements() {
+            let (low, high) = consumer
+                .fetch_watermarks(element.topic(), element.partition(), timeout)
+                .map_err(kafka_error)?;
+            let from = match element.offset() {
+                Offset::Offset(offset) => offset,
+                _ => low,
+            };
+            ready += u64::try_from(high - from).unwrap_or(0);
+        }
+        Ok(QueueDepth {
+            ready,
+            in_flight: 0,
+        })
+    }
+}
+
+async fn confirm(delivery: rdkafka::producer::DeliveryFuture) -> Result<(), BusError> {
+    match delivery.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((error, _))) => Err(kafka_error(error)),
+        Err(_) => Err(kafka_error("the producer was dropped before delivery")),
+    }
+}
+
+fn commit<C: ConsumerContext>(
+    consumer: &StreamConsumer<C>,
+    tracker: &Mutex<OffsetTracker>,
+    mode: CommitMode,
+) {
+    let points = lock(tracker).take_commits();
+    commit_points(consumer, &points, mode);
+}
+
+fn commit_points<C: ConsumerContext, K: rdkafka::consumer::Consumer<C>>(
+    consumer: &K,
+    points: &[(String, i32, i64)],
+    mode: CommitMode,
+) {
+    if points.is_empty() {
+        return;
+    }
+    let mut offsets = TopicPartitionList::new();
+    for (topic, partition, offset) in points {
+        let _ = offsets.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+    }
+    if let Err(error) = consumer.commit(&offsets, mode) {
+        warn!(message = "Failed to commit offsets.", %error);
+    }
+}
+
+/// Commits the finished work of revoked partitions before they move to another consumer.
+struct TrackingContext {
+    tracker: Arc<Mutex<OffsetTracker>>,
+}
+
+impl ClientContext for TrackingContext {}
+
+impl ConsumerContext for TrackingContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(partitions) = rebalance {
+            let revoked: Vec<(String, i32)> = partitions
+                .elements()
+                .iter()
+                .map(|e| (e.topic().to_owned(), e.partition()))
+                .collect();
+            let points = lock(&self.tracker).revoke(&revoked);
+            debug!(
+                message = "Partitions revoked; committing finished work.",
+                n = revoked.len()
+            );
+            commit_points(consumer, &points, CommitMode::Sync);
+        }
+    }
+}
+
+pub struct KafkaConsumer {
+    queue: QueueName,
+    consumer: Arc<StreamConsumer<TrackingContext>>,
+    tracker: Arc<Mutex<OffsetTracker>>,
+    bus: KafkaBus,
+    stop: CancellationToken,
+    committer: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for KafkaConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaConsumer")
+            .field("queue", &self.queue)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for KafkaConsumer {
+    fn drop(&mut self) {
+        // Stops the relays and the committer even when the consumer was not closed.
+        self.stop.cancel();
+    }
+}
+
+impl Consumer for KafkaConsumer {
+    type Delivery = KafkaDelivery;
+
+    async fn next(&mut self) -> Result<Option<KafkaDelivery>, BusError> {
+        let message = self.consumer.recv().await.map_err(kafka_error)?;
+        // Detach at once: librdkafka cannot close a consumer while a borrowed message lives.
+        let message = message.detach();
+        lock(&self.tracker).delivered(message.topic(), message.partition(), message.offset());
+        let outgoing = outgoing_from(&message);
+        let attempt = outgoing
+            .headers
+            .get(headers::ATTEMPT)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        let first_failed_at = outgoing
+            .headers
+            .get(headers::FIRST_FAILED_AT)
+            .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
+            .map(|t| t.with_timezone(&Utc));
+        Ok(Some(KafkaDelivery {
+            queue: self.queue.clone(),
+            topic: message.topic().to_owned(),
+            partition: message.partition(),
+            offset: message.offset(),
+            message: outgoing,
+            attempt,
+            first_failed_at,
+            tracker: self.tracker.clone(),
+            bus: self.bus.clone(),
+        }))
+    }
+
+    async fn close(mut self) {
+        self.stop.cancel();
+        if let Some(committer) = self.committer.take() {
+            let _ = committer.await;
+        }
+        let consumer = self.consumer.clone();
+        let tracker = self.tracker.clone();
+        drop(self);
+        let unsettled = lock(&tracker).pending();
+        if unsettled > 0 {
+            debug!(
+                message = "Closing with unsettled deliveries; they will be redelivered.",
+                unsettled
+            );
+        }
+        let committing = consumer.clone();
+        let _ =
+            tokio::task::spawn_blocking(move || commit(&committing, &tracker, CommitMode::Sync))
+                .await;
+        let consumer = match Arc::try_unwrap(consumer) {
+            Ok(consumer) => consumer,
+            Err(shared) => {
+                warn!(message = "Consumer still shared at close; leaving the group on drop.");
+                drop(shared);
+                return;
+            }
+        };
+        // Leaving the group blocks until the broker answers: do it off the async threads.
+        let _ = tokio::task::spawn_blocking(move || {
+            consumer.unsubscribe();
+            drop(consumer);
+        })
+        .await;
+    }
+}
+
+#[derive(Debug)]
+pub struct KafkaDelivery {
+    queue: QueueName,
+    topic: String,
+    partition: i32,
+    offset: i64,
+    message: Outgoing,
+    attempt: u32,
+    first_failed_at: Option<DateTime<Utc>>,
+    tracker: Arc<Mutex<OffsetTracker>>,
+    bus: KafkaBus,
+}
+
+impl KafkaDelivery {
+    fn settle(&self) -> Result<(), BusError> {
+        if lock(&self.tracker).settled(&self.topic, self.partition, self.offset) {
+            Ok(())
+        } else {
+            Err(BusError::LeaseExpired)
+        }
+    }
+}
+
+impl Delivery for KafkaDelivery {
+    fn queue(&self) -> &QueueName {
+        &self.queue
+    }
+
+    fn body(&self) -> &[u8] {
+        &self.message.body
+    }
+
+    fn headers(&self) -> &Headers {
+        &self.message.headers
+    }
+
+    fn key(&self) -> Option<&str> {
+        self.message.key.as_deref()
+    }
+
+    fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    fn first_failed_at(&self) -> Option<DateTime<Utc>> {
+        self.first_failed_at
+    }
+
+    async fn ack(self) -> Result<(), BusError> {
+        self.settle()
+    }
+
+    async fn nack(self, delay: Duration, error: &str) -> Result<(), BusError> {
+        let now = Utc::now();
+        let mut retry = self.message.clone();
+        retry
+            .headers
+            .insert(headers::ATTEMPT.into(), (self.attempt + 1).to_string());
+        retry.headers.insert(
+            headers::FIRST_FAILED_AT.into(),
+            self.first_failed_at
+                .unwrap_or(now)
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        );
+        retry.headers.insert(
+            headers::LAST_ERROR.into(),
+            error.chars().take(1024).collect(),
+        );
+        let due = now + chrono::Duration::from_std(delay).unwrap_or_default();
+        retry.headers.insert(
+            NOT_BEFORE.into(),
+            due.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        );
+        retry
+            .headers
+            .insert(RETRY_TO.into(), self.queue.to_string());
+        let topic = KafkaBus::retry_topic(&self.queue, KafkaBus::tier_for(delay));
+        self.bus.send(&topic, &retry).await?;
+        self.settle()
+    }
+
+    async fn extend(&self, _by: Duration) -> Result<(), BusError> {
+        Ok(())
+    }
+
+    async fn dead_letter(self, rejection: Rejection) -> Result<(), BusError> {
+        let letter = dead_letter_for(
+            &self.queue,
+            &self.message.body,
+            &self.message.headers,
+            self.message.key.as_deref(),
+            self.attempt,
+            self.first_failed_at,
+            &rejection,
+        );
+        let mut outgoing = Outgoing::new(contracts::encode(&letter))
+            .with_header(headers::CONTENT_TYPE, "application/json");
+        outgoing.key.clone_from(&self.message.key);
+        self.bus
+            .send(self.queue.dead_letter().as_str(), &outgoing)
+            .await?;
+        self.settle()
+    }
+}

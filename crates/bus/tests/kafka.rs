@@ -1,0 +1,105 @@
+//! The behaviour suite over Kafka (the local broker from `deploy/local`), plus what only Kafka
+//! has: commits that never pass unfinished work, and rebalances between consumers.
+#![expect(clippy::unwrap_used, reason = "test helpers: failing loudly is the point")]
+
+mod suite;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use switchyard_bus::kafka::{KafkaBus, KafkaSettings};
+use switchyard_bus::{Bus, Consumer, Delivery, Outgoing};
+
+fn brokers() -> String {
+    match std::env::var("SWITCHYARD_KAFKA_BROKERS") {
+        Ok(brokers) if !brokers.is_empty() => brokers,
+        _ => panic!(
+            "SWITCHYARD_KAFKA_BROKERS is not set: run `deploy/local/up.sh kafka && . deploy/local/env.sh` (or scripts/test.sh)"
+        ),
+    }
+}
+
+/// A bus whose consumer groups no other test shares.
+async fn kafka_bus(_lease: Duration) -> KafkaBus {
+    let mut settings = KafkaSettings::new(brokers());
+    settings.group_prefix = format!(
+        "test-{}",
+        ulid::Ulid::new().to_string().to_ascii_lowercase()
+    );
+    settings.partitions = 2;
+    KafkaBus::new(settings).unwrap()
+}
+
+bus_suite!(kafka_bus, Duration::from_secs(2));
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_never_pass_an_unfinished_message() {
+    let bus = kafka_bus(Duration::ZERO).await;
+    let queue = suite::unique_queue("kafka-order");
+    bus.ensure(std::slice::from_ref(&queue)).await.unwrap();
+    // One key: one partition, so offsets are in publish order.
+    let messages = (0..5)
+        .map(|i| Outgoing::new(format!("m{i}")).with_key("k"))
+        .collect();
+    bus.publish_batch(&queue, messages).await.unwrap();
+
+    let mut consumer = bus.consume(&queue, "workers").await.unwrap();
+    let mut deliveries = Vec::new();
+    for _ in 0..5 {
+        deliveries.push(suite::next(&mut consumer).await);
+    }
+    // m0 is still running; m1..m4 finish.
+    let unfinished = deliveries.remove(0);
+    assert_eq!(unfinished.body(), b"m0");
+    for delivery in deliveries {
+        delivery.ack().await.unwrap();
+    }
+    drop(unfinished);
+    consumer.close().await;
+
+    // A crash now must not lose m0: the next member of the group starts at it.
+    let mut next = bus.consume(&queue, "workers").await.unwrap();
+    let first = suite::next(&mut next).await;
+    assert_eq!(first.body(), b"m0");
+    first.ack().await.unwrap();
+    next.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_consumers_share_the_work_and_lose_nothing_in_a_rebalance() {
+    let bus = kafka_bus(Duration::ZERO).await;
+    let queue = suite::unique_queue("kafka-rebalance");
+    bus.ensure(std::slice::from_ref(&queue)).await.unwrap();
+    let total = 200;
+    let messages = (0..total)
+        .map(|i| Outgoing::new(format!("m{i}")).with_key(format!("k{i}")))
+        .collect();
+    bus.publish_batch(&queue, messages).await.unwrap();
+
+    let mut seen = BTreeSet::new();
+    let mut first = bus.consume(&queue, "workers").await.unwrap();
+    // The first consumer works alone for a while...
+    for _ in 0..50 {
+        let delivery = suite::next(&mut first).await;
+        seen.insert(String::from_utf8(delivery.body().to_vec()).unwrap());
+        delivery.ack().await.unwrap();
+    }
+    // ...then a second joins, and the first leaves: partitions move twice.
+    let mut second = bus.consume(&queue, "workers").await.unwrap();
+    for _ in 0..20 {
+        let delivery = suite::next(&mut first).await;
+        seen.insert(String::from_utf8(delivery.body().to_vec()).unwrap());
+        delivery.ack().await.unwrap();
+    }
+    first.close().await;
+    while seen.len() < total {
+        let delivery = suite::next(&mut second).await;
+        seen.insert(String::from_utf8(delivery.body().to_vec()).unwrap());
+        delivery.ack().await.unwrap();
+    }
+    second.close().await;
+    // Every message was processed (duplicates are allowed by at-least-once; loss is not).
+    assert_eq!(seen.len(), total);
+    let lag = bus.lag(&queue, "workers").unwrap();
+    assert_eq!(lag.ready, 0, "everything processed was committed");
+}
