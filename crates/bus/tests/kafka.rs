@@ -1,6 +1,9 @@
 //! The behaviour suite over Kafka (the local broker from `deploy/local`), plus what only Kafka
 //! has: commits that never pass unfinished work, and rebalances between consumers.
-#![expect(clippy::unwrap_used, reason = "test helpers: failing loudly is the point")]
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers: failing loudly is the point"
+)]
 
 mod suite;
 

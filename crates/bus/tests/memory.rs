@@ -1,5 +1,8 @@
 //! The behaviour suite over the in-process bus, plus the tier scheduler.
-#![expect(clippy::unwrap_used, reason = "test helpers: failing loudly is the point")]
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers: failing loudly is the point"
+)]
 
 mod suite;
 
