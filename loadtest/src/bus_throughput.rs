@@ -13,6 +13,7 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use switchyard_bus::kafka::{KafkaBus, KafkaSettings};
 use switchyard_bus::memory::MemoryBus;
+use switchyard_bus::sqs::{SqsBus, SqsSettings};
 use switchyard_bus::{Bus, Consumer, Delivery, Outgoing};
 use switchyard_core::QueueName;
 
@@ -20,6 +21,8 @@ use switchyard_core::QueueName;
 enum Transport {
     Memory,
     Kafka,
+    /// Through the local emulator this is a functional figure only (~600 msg/s ceiling).
+    Sqs,
 }
 
 #[derive(Debug, Parser)]
@@ -55,6 +58,14 @@ async fn main() -> anyhow::Result<()> {
             let mut settings = KafkaSettings::new(brokers);
             settings.group_prefix = format!("loadtest-{}", ulid::Ulid::new());
             run(KafkaBus::new(settings)?, &args).await
+        }
+        Transport::Sqs => {
+            let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+            let settings = SqsSettings {
+                wait_time: Duration::from_secs(1),
+                ..SqsSettings::default()
+            };
+            run(SqsBus::new(&aws, settings), &args).await
         }
     }
 }

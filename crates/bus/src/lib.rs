@@ -18,6 +18,7 @@ pub mod kafka;
 pub mod memory;
 pub mod runtime;
 pub mod scheduler;
+pub mod sqs;
 
 use std::future::Future;
 use std::time::Duration;

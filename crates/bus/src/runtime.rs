@@ -92,6 +92,23 @@ pub struct Settings {
     pub lease: Duration,
 }
 
+impl Settings {
+    /// The `[worker]` table and the bus's size limit.
+    pub fn from_config(config: &switchyard_core::config::Config, lease: Duration) -> Settings {
+        let worker = &config.worker;
+        Settings {
+            concurrency: worker.concurrency,
+            max_attempts: worker.max_attempts,
+            message_timeout: worker.message_timeout,
+            backoff_initial: worker.backoff_initial,
+            backoff_max: worker.backoff_max,
+            shutdown_grace: worker.shutdown_grace,
+            max_message_bytes: config.max_message_bytes,
+            lease,
+        }
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Settings {
@@ -353,4 +370,42 @@ pub fn shutdown_on_signals() -> CancellationToken {
         cancel.cancel();
     });
     token
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_context_travels_and_nothing_else_does() {
+        let context = JobContext {
+            queue: QueueName::new("q").unwrap(),
+            attempt: 2,
+            max_attempts: 2,
+            headers: Headers::from([
+                (headers::TRACEPARENT.to_owned(), "00-aa-bb-01".to_owned()),
+                (headers::ATTEMPT.to_owned(), "2".to_owned()),
+                (headers::LAST_ERROR.to_owned(), "503".to_owned()),
+            ]),
+        };
+        assert_eq!(
+            context.outgoing_headers(),
+            Headers::from([(headers::TRACEPARENT.to_owned(), "00-aa-bb-01".to_owned())])
+        );
+        assert!(context.is_last_attempt());
+    }
+
+    #[test]
+    fn settings_follow_the_worker_config() {
+        let config = switchyard_core::config::Config::from_parts(
+            "[worker]\nconcurrency = 7\nmax_attempts = 9\n",
+            "test",
+            &[],
+            None,
+        )
+        .unwrap();
+        let settings = Settings::from_config(&config, Duration::from_secs(3));
+        assert_eq!((settings.concurrency, settings.max_attempts), (7, 9));
+        assert_eq!(settings.lease, Duration::from_secs(3));
+    }
 }
