@@ -43,6 +43,10 @@ struct Args {
     /// Publish batches in flight at once (as several producers would have).
     #[arg(long, default_value_t = 64)]
     in_flight: usize,
+    /// Acks in flight at once, as a worker with that much concurrency has; 0 acks inline
+    /// (right for transports whose ack is local, like Kafka's offset tracking).
+    #[arg(long, default_value_t = 0)]
+    concurrent_acks: usize,
 }
 
 const SENT_AT: &str = "loadtest-sent-at-ns";
@@ -89,7 +93,10 @@ async fn run<B: Bus>(bus: B, args: &Args) -> anyhow::Result<()> {
     let total = args.messages;
 
     let consumer_start = start.clone();
+    let concurrent_acks = args.concurrent_acks;
     let consuming = tokio::spawn(async move {
+        let acks_in_flight = Arc::new(tokio::sync::Semaphore::new(concurrent_acks.max(1)));
+        let mut acking = tokio::task::JoinSet::new();
         let mut latencies_ns = Vec::with_capacity(total);
         while latencies_ns.len() < total {
             let Some(delivery) = consumer.next().await? else {
@@ -102,7 +109,22 @@ async fn run<B: Bus>(bus: B, args: &Args) -> anyhow::Result<()> {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(now);
             latencies_ns.push(now.saturating_sub(sent));
-            delivery.ack().await?;
+            if concurrent_acks == 0 {
+                delivery.ack().await?;
+            } else {
+                let permit = acks_in_flight.clone().acquire_owned().await?;
+                acking.spawn(async move {
+                    let acked = delivery.ack().await;
+                    drop(permit);
+                    acked
+                });
+                while let Some(acked) = acking.try_join_next() {
+                    acked??;
+                }
+            }
+        }
+        while let Some(acked) = acking.join_next().await {
+            acked??;
         }
         let finished = consumer_start.elapsed();
         consumer.close().await;

@@ -16,7 +16,7 @@ async fn memory_bus(lease: Duration) -> MemoryBus {
     MemoryBus::new(lease)
 }
 
-bus_suite!(memory_bus, Duration::from_millis(600));
+bus_suite!(memory_bus, Duration::from_secs(1));
 
 /// Publishes `n` messages named `<label><i>` to `queue`.
 async fn fill(bus: &MemoryBus, queue: &switchyard_core::QueueName, label: &str, n: usize) {

@@ -61,6 +61,9 @@ pub struct SqsSettings {
     pub max_body_bytes: usize,
     /// Path-style S3 addressing, for emulators.
     pub s3_force_path_style: bool,
+    /// Long polls in flight per consumer; one receive returns at most 10 messages, so a busy
+    /// worker needs several to stay fed.
+    pub receivers: usize,
 }
 
 impl Default for SqsSettings {
@@ -73,6 +76,7 @@ impl Default for SqsSettings {
             max_receive_count: 10,
             max_body_bytes: 240 * 1024,
             s3_force_path_style: false,
+            receivers: 4,
         }
     }
 }
@@ -402,9 +406,17 @@ impl Bus for SqsBus {
 
     async fn consume(&self, queue: &QueueName, _group: &str) -> Result<SqsConsumer, BusError> {
         let url = self.url(queue).await?;
-        let (tx, rx) = mpsc::channel(10);
+        let receivers = self.inner.settings.receivers.max(1);
+        let (tx, rx) = mpsc::channel(10 * receivers);
         let stop = CancellationToken::new();
-        tokio::spawn(receive_loop(self.clone(), url.clone(), tx, stop.clone()));
+        for _ in 0..receivers {
+            tokio::spawn(receive_loop(
+                self.clone(),
+                url.clone(),
+                tx.clone(),
+                stop.clone(),
+            ));
+        }
         let (deleter, deletes) = mpsc::channel(1024);
         tokio::spawn(delete_loop(self.clone(), url.clone(), deletes));
         Ok(SqsConsumer {
