@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use futures_util::FutureExt as _;
 use switchyard_core::QueueName;
 use switchyard_core::contracts::{self, Contract, ErrorClass};
 use tokio::sync::Semaphore;
@@ -267,7 +268,10 @@ async fn process<D: Delivery, H: Handler>(
         headers: delivery.headers().clone(),
     };
     let attempt = context.attempt;
-    let work = tokio::time::timeout(settings.message_timeout, handler.handle(message, context));
+    // A panicking handler is a failed attempt, not a lost delivery: left unsettled, a Kafka
+    // offset would hold its partition's commits back until the next restart.
+    let guarded = std::panic::AssertUnwindSafe(handler.handle(message, context)).catch_unwind();
+    let work = tokio::time::timeout(settings.message_timeout, guarded);
     tokio::pin!(work);
     // Renew the lease well before it runs out, for as long as the handler works.
     let renew_every = (settings.lease / 3).max(Duration::from_millis(10));
@@ -284,11 +288,20 @@ async fn process<D: Delivery, H: Handler>(
         }
     };
     let failure = match outcome {
-        Ok(Ok(())) => {
+        Ok(Err(panic)) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_owned());
+            warn!(message = "Handler panicked.", queue = %delivery.queue(), panic = %what);
+            Failure::Retry(format!("handler panicked: {what}"))
+        }
+        Ok(Ok(Ok(()))) => {
             settle(delivery.ack(), counters, &counters.acked).await;
             return;
         }
-        Ok(Err(failure)) => failure,
+        Ok(Ok(Err(failure))) => failure,
         Err(_) => Failure::Retry(format!(
             "timed out after {} ms",
             settings.message_timeout.as_millis()

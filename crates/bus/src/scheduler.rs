@@ -8,10 +8,18 @@
 //! however deep the batch backlog. Only when no source has anything does it wait, on all of
 //! them at once.
 
+use std::time::Duration;
+
 use futures_util::FutureExt as _;
 use futures_util::future::select_all;
+use tokio::time::Instant;
 
-use crate::{BusError, Consumer};
+use crate::{BusError, Consumer, Delivery};
+
+/// A stashed delivery older than this has its lease renewed when the consumer is next asked.
+const STASH_REFRESH: Duration = Duration::from_secs(5);
+/// ...by this much.
+const STASH_LEASE: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]
 struct Source<C: Consumer> {
@@ -20,6 +28,7 @@ struct Source<C: Consumer> {
     consumer: C,
     /// A delivery taken from this source and not yet handed out (it is leased meanwhile).
     stash: Option<C::Delivery>,
+    stashed_at: Instant,
     done: bool,
 }
 
@@ -41,27 +50,55 @@ impl<C: Consumer> WeightedConsumer<C> {
                     current: 0,
                     consumer,
                     stash: None,
+                    stashed_at: Instant::now(),
                     done: false,
                 })
                 .collect(),
         }
     }
 
-    /// Takes a delivery from every source that has one ready now, without waiting.
-    fn fill(&mut self) -> Result<(), BusError> {
+    /// Takes a delivery from every source that has one ready now, without waiting. A failing
+    /// source does not hold up the others: its error is returned only when nothing is ready.
+    fn fill(&mut self) -> Option<BusError> {
+        let mut first_error = None;
         for source in &mut self.sources {
             if source.stash.is_some() || source.done {
                 continue;
             }
-            // Both transports' `next` are cancel-safe: a delivery exists only once returned.
+            // Every transport's `next` is cancel-safe: a delivery exists only once returned.
             match source.consumer.next().now_or_never() {
-                Some(Ok(Some(delivery))) => source.stash = Some(delivery),
+                Some(Ok(Some(delivery))) => {
+                    source.stash = Some(delivery);
+                    source.stashed_at = Instant::now();
+                }
                 Some(Ok(None)) => source.done = true,
-                Some(Err(error)) => return Err(error),
+                Some(Err(error)) => {
+                    first_error.get_or_insert(error);
+                }
                 None => {}
             }
         }
-        Ok(())
+        first_error
+    }
+
+    /// Renews the leases of deliveries that have waited in the stash for a while, so a
+    /// delivery taken ahead of its turn does not expire into a duplicate.
+    async fn refresh_stale(&mut self) {
+        // Only deliveries (which are `Sync`) are held across the awaits, not the consumers.
+        let stale: Vec<&C::Delivery> = self
+            .sources
+            .iter_mut()
+            .filter(|s| s.stashed_at.elapsed() >= STASH_REFRESH)
+            .filter_map(|s| {
+                s.stashed_at = Instant::now();
+                s.stash.as_ref()
+            })
+            .collect();
+        for delivery in stale {
+            if let Err(error) = delivery.extend(STASH_LEASE).await {
+                tracing::warn!(message = "Failed to extend a waiting delivery.", %error);
+            }
+        }
     }
 
     fn pick(&mut self) -> Option<C::Delivery> {
@@ -97,9 +134,13 @@ impl<C: Consumer> Consumer for WeightedConsumer<C> {
 
     async fn next(&mut self) -> Result<Option<C::Delivery>, BusError> {
         loop {
-            self.fill()?;
+            let error = self.fill();
+            self.refresh_stale().await;
             if let Some(delivery) = self.pick() {
                 return Ok(Some(delivery));
+            }
+            if let Some(error) = error {
+                return Err(error);
             }
             let waiting: Vec<_> = self
                 .sources
@@ -116,7 +157,10 @@ impl<C: Consumer> Consumer for WeightedConsumer<C> {
             }
             let ((index, result), _, _) = select_all(waiting).await;
             match result? {
-                Some(delivery) => self.sources[index].stash = Some(delivery),
+                Some(delivery) => {
+                    self.sources[index].stash = Some(delivery);
+                    self.sources[index].stashed_at = Instant::now();
+                }
                 None => self.sources[index].done = true,
             }
         }

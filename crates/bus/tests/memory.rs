@@ -130,3 +130,53 @@ async fn expired_leases_count_as_attempts() {
         switchyard_bus::QueueDepth::default()
     );
 }
+
+struct PanicsOnce {
+    calls: std::sync::atomic::AtomicU32,
+}
+
+impl switchyard_bus::runtime::Handler for PanicsOnce {
+    type Message = switchyard_core::contracts::JobEnvelope;
+
+    async fn handle(
+        &self,
+        _job: Self::Message,
+        _context: switchyard_bus::runtime::JobContext,
+    ) -> Result<(), switchyard_bus::runtime::Failure> {
+        let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        assert!(call > 0, "first call fails the way a bug would");
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_is_a_failed_attempt_not_a_lost_message() {
+    use switchyard_bus::runtime::{self, Counters};
+    let bus = MemoryBus::default();
+    let queue = suite::unique_queue("panic");
+    bus.ensure(std::slice::from_ref(&queue)).await.unwrap();
+    bus.publish(&queue, Outgoing::new(suite::job_bytes("acme")))
+        .await
+        .unwrap();
+    let handler = std::sync::Arc::new(PanicsOnce {
+        calls: std::sync::atomic::AtomicU32::new(0),
+    });
+    let counters = std::sync::Arc::new(Counters::default());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(runtime::run(
+        bus.consume(&queue, "w").await.unwrap(),
+        handler.clone(),
+        suite::fast_settings(),
+        counters.clone(),
+        shutdown.clone(),
+    ));
+    let deadline = tokio::time::Instant::now() + suite::WAIT;
+    while Counters::get(&counters.acked) < 1 {
+        assert!(tokio::time::Instant::now() < deadline, "{counters:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+    assert_eq!(Counters::get(&counters.retried), 1);
+    assert_eq!(handler.calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+}

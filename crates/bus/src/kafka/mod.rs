@@ -9,7 +9,11 @@
 //!   retry topic for its delay tier (`<queue>.retry.<tier>`, the Spring Kafka / Karafka
 //!   pattern) with a not-before time and the attempt raised, then settles the original. A relay
 //!   per tier waits for each message's time and moves it back to the queue. Within a tier,
-//!   delays are alike, so one waiting message barely holds up the next.
+//!   delays are alike, so one waiting message barely holds up the next. Delays are capped at
+//!   10 minutes so a waiting relay stays inside `max.poll.interval.ms`.
+//! - A delivery dropped unsettled (a failed settle, a crash) holds its partition's commit point
+//!   until the consumer restarts or the partition moves: nothing is lost, and the work after it
+//!   is processed again then. The runtime turns handler panics into retries so this stays rare.
 //! - Dead letters go to the `switchyard.dlq.<queue>` topic; the original is settled after the
 //!   letter is durable.
 //! - Kafka has no per-message lease: `extend` is a no-op, and `max.poll.interval.ms` is raised
@@ -48,13 +52,17 @@ const NOT_BEFORE: &str = "switchyard-not-before";
 /// Header naming the queue a retried message goes back to.
 const RETRY_TO: &str = "switchyard-retry-to";
 /// Retry delay tiers: a nack goes to the largest tier not longer than its delay.
-const RETRY_TIERS: [(&str, Duration); 5] = [
+const RETRY_TIERS: [(&str, Duration); 4] = [
     ("1s", Duration::from_secs(1)),
     ("10s", Duration::from_secs(10)),
     ("1m", Duration::from_secs(60)),
     ("10m", Duration::from_secs(600)),
-    ("1h", Duration::from_secs(3600)),
 ];
+/// Longest retry delay. A relay waits for a message without polling its consumer, so a wait
+/// must stay well inside `max.poll.interval.ms` (15 min) or the relay loses its partitions.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(600);
+/// Dead letters hold the original base64-encoded: room for a 1 MiB message and its envelope.
+const DEAD_LETTER_MAX_BYTES: &str = "4194304";
 /// How often finished work is committed while consuming.
 const COMMIT_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -134,6 +142,7 @@ impl KafkaBus {
             .set("acks", "all")
             .set("linger.ms", "2")
             .set("message.timeout.ms", "30000")
+            .set("message.max.bytes", DEAD_LETTER_MAX_BYTES)
             .create()
             .map_err(kafka_error)?;
         let admin = settings.client_config().create().map_err(kafka_error)?;
@@ -196,6 +205,25 @@ impl KafkaBus {
     async fn send(&self, topic: &str, message: &Outgoing) -> Result<(), BusError> {
         let delivery = self.enqueue(topic, message).await?;
         confirm(delivery).await
+    }
+
+    /// `send` with a few retries: used where a failure would leave a delivery unsettled (and
+    /// its partition's commits held back until a restart).
+    async fn send_settling(&self, topic: &str, message: &Outgoing) -> Result<(), BusError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.send(topic, message).await {
+                Ok(()) => return Ok(()),
+                Err(error) if attempt >= 4 => return Err(error),
+                Err(error) => {
+                    let delay =
+                        crate::backoff(attempt, Duration::from_millis(200), Duration::from_secs(5));
+                    warn!(message = "Send failed while settling; retrying.", %error, topic, attempt);
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
     }
 
     async fn create_topics(&self, names: &[String]) -> Result<(), BusError> {
@@ -673,6 +701,12 @@ impl Delivery for KafkaDelivery {
     }
 
     async fn nack(self, delay: Duration, error: &str) -> Result<(), BusError> {
+        if self.queue.as_str().starts_with("switchyard.dlq.") {
+            return Err(kafka_error(
+                "dead-letter queues are not retried: replay the letter instead",
+            ));
+        }
+        let delay = delay.min(MAX_RETRY_DELAY);
         let now = Utc::now();
         let mut retry = self.message.clone();
         retry
@@ -697,7 +731,7 @@ impl Delivery for KafkaDelivery {
             .headers
             .insert(RETRY_TO.into(), self.queue.to_string());
         let topic = KafkaBus::retry_topic(&self.queue, KafkaBus::tier_for(delay));
-        self.bus.send(&topic, &retry).await?;
+        self.bus.send_settling(&topic, &retry).await?;
         self.settle()
     }
 

@@ -110,6 +110,13 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// `now + by`, saturating at a year instead of panicking on absurd durations.
+fn later(by: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(by)
+        .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600))
+}
+
 impl Queue {
     fn push(&self, stored: Stored) {
         lock(&self.state).ready.push_back(stored);
@@ -237,7 +244,7 @@ impl MemoryConsumer {
             lease_id,
             Leased {
                 stored: stored.clone(),
-                deadline: now + self.bus.inner.lease,
+                deadline: later(self.bus.inner.lease),
             },
         );
         Some(MemoryDelivery {
@@ -343,7 +350,7 @@ impl Delivery for MemoryDelivery {
             .insert(crate::headers::LAST_ERROR.to_owned(), error.to_owned());
         let id = state.next_id;
         state.next_id += 1;
-        state.delayed.push(Reverse((Instant::now() + delay, id)));
+        state.delayed.push(Reverse((later(delay), id)));
         state.delayed_messages.insert(id, stored);
         drop(state);
         // A waiting consumer must re-arm its timer for the new due time.
@@ -354,7 +361,7 @@ impl Delivery for MemoryDelivery {
     async fn extend(&self, by: Duration) -> Result<(), BusError> {
         match lock(&self.queue.state).leased.get_mut(&self.lease_id) {
             Some(leased) => {
-                leased.deadline = Instant::now() + by;
+                leased.deadline = later(by);
                 Ok(())
             }
             None => Err(BusError::LeaseExpired),

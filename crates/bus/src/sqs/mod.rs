@@ -76,7 +76,7 @@ impl Default for SqsSettings {
             max_receive_count: 10,
             max_body_bytes: 240 * 1024,
             s3_force_path_style: false,
-            receivers: 4,
+            receivers: 2,
         }
     }
 }
@@ -294,6 +294,69 @@ impl SqsBus {
         Ok(body.as_bytes().to_vec())
     }
 
+    async fn prepare(&self, message: aws_sdk_sqs::types::Message) -> Received {
+        let received_at = tokio::time::Instant::now();
+        let mut headers = Headers::new();
+        for (name, value) in message.message_attributes.unwrap_or_default() {
+            if let Some(value) = value.string_value {
+                headers.insert(name, value);
+            }
+        }
+        let key = headers.remove(KEY);
+        let attributes = message.attributes.unwrap_or_default();
+        let attempt = attributes
+            .get(&MessageSystemAttributeName::ApproximateReceiveCount)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        // SQS cannot stamp a redelivered message; the first receive is when the first
+        // (failed) attempt began, which is as close as it gets.
+        let first_receive = attributes
+            .get(&MessageSystemAttributeName::ApproximateFirstReceiveTimestamp)
+            .and_then(|v| v.parse::<i64>().ok())
+            .and_then(DateTime::<Utc>::from_timestamp_millis);
+        let first_failed_at = headers
+            .get(headers::FIRST_FAILED_AT)
+            .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
+            .map(|t| t.with_timezone(&Utc))
+            .or(if attempt > 1 { first_receive } else { None });
+        let receipt = message.receipt_handle.unwrap_or_default();
+        let body = match self
+            .unwire(message.body.as_deref().unwrap_or_default(), &mut headers)
+            .await
+        {
+            Ok(body) => body,
+            Err(error) => {
+                // Leave it to come back after its timeout; the error surfaces to the worker.
+                return Err(error);
+            }
+        };
+        Ok(Prepared {
+            received_at,
+            receipt,
+            key,
+            headers,
+            body,
+            attempt,
+            first_failed_at,
+        })
+    }
+
+    /// Makes a received message visible again at once.
+    async fn release(&self, url: &str, receipt: &str) {
+        if let Err(error) = self
+            .inner
+            .sqs
+            .change_message_visibility()
+            .queue_url(url)
+            .receipt_handle(receipt)
+            .visibility_timeout(0)
+            .send()
+            .await
+        {
+            warn!(message = "Failed to release a message.", error = %aws_sdk_sqs::error::DisplayErrorContext(error));
+        }
+    }
+
     /// The claim-checked body is no longer needed once its message is gone.
     async fn delete_claim(&self, location: &str) {
         if let Ok((bucket, key)) = parse_s3(location)
@@ -491,7 +554,20 @@ impl SqsBus {
     }
 }
 
-type Received = Result<aws_sdk_sqs::types::Message, BusError>;
+/// A received message made ready in the receive loop (claim check fetched, encoding undone),
+/// so that `next` only takes from the buffer and stays cancel-safe.
+#[derive(Debug)]
+struct Prepared {
+    received_at: tokio::time::Instant,
+    receipt: String,
+    key: Option<String>,
+    headers: Headers,
+    body: Vec<u8>,
+    attempt: u32,
+    first_failed_at: Option<DateTime<Utc>>,
+}
+
+type Received = Result<Prepared, BusError>;
 
 /// One delete for the batcher: the receipt, the claim-checked body to remove after, and where
 /// to report the outcome.
@@ -515,6 +591,7 @@ async fn delete_loop(bus: SqsBus, url: String, mut rx: mpsc::Receiver<DeleteRequ
             }
         }
         let mut request = bus.inner.sqs.delete_message_batch().queue_url(&url);
+        let mut unbuildable = HashMap::new();
         for (i, delete) in batch.iter().enumerate() {
             match aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
                 .id(i.to_string())
@@ -522,7 +599,9 @@ async fn delete_loop(bus: SqsBus, url: String, mut rx: mpsc::Receiver<DeleteRequ
                 .build()
             {
                 Ok(entry) => request = request.entries(entry),
-                Err(error) => warn!(message = "Cannot build a delete entry.", %error),
+                Err(error) => {
+                    unbuildable.insert(i.to_string(), error.to_string());
+                }
             }
         }
         let outcome = request.send().await;
@@ -547,9 +626,10 @@ async fn delete_loop(bus: SqsBus, url: String, mut rx: mpsc::Receiver<DeleteRequ
                 (None, None) => Ok(()),
             };
             if result.is_ok()
-                && let Some(location) = &delete.claim_check
+                && let Some(location) = delete.claim_check
             {
-                bus.delete_claim(location).await;
+                let bus = bus.clone();
+                tokio::spawn(async move { bus.delete_claim(&location).await });
             }
             let _ = delete.done.send(result);
         }
@@ -597,7 +677,7 @@ async fn receive_loop(
             Ok(output) => {
                 failures = 0;
                 for (permit, message) in permits.zip(output.messages.unwrap_or_default()) {
-                    permit.send(Ok(message));
+                    permit.send(bus.prepare(message).await);
                 }
             }
             Err(error) => {
@@ -644,53 +724,32 @@ impl Consumer for SqsConsumer {
     type Delivery = SqsDelivery;
 
     async fn next(&mut self) -> Result<Option<SqsDelivery>, BusError> {
-        let Some(received) = self.rx.recv().await else {
-            return Ok(None);
-        };
-        let message = received?;
-        let mut headers = Headers::new();
-        for (name, value) in message.message_attributes.unwrap_or_default() {
-            if let Some(value) = value.string_value {
-                headers.insert(name, value);
+        loop {
+            let Some(received) = self.rx.recv().await else {
+                return Ok(None);
+            };
+            let prepared = received?;
+            // Waited so long in the buffer that its lease may be gone: working on it now could
+            // duplicate another worker's work. Hand it back to the queue instead.
+            if prepared.received_at.elapsed() > self.bus.inner.settings.visibility_timeout / 2 {
+                let bus = self.bus.clone();
+                let url = self.url.clone();
+                tokio::spawn(async move { bus.release(&url, &prepared.receipt).await });
+                continue;
             }
+            return Ok(Some(SqsDelivery {
+                queue: self.queue.clone(),
+                url: self.url.clone(),
+                receipt: prepared.receipt,
+                key: prepared.key,
+                headers: prepared.headers,
+                body: prepared.body,
+                attempt: prepared.attempt,
+                first_failed_at: prepared.first_failed_at,
+                bus: self.bus.clone(),
+                deleter: self.deleter.clone(),
+            }));
         }
-        let key = headers.remove(KEY);
-        let attempt = message
-            .attributes
-            .as_ref()
-            .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1);
-        let receipt = message.receipt_handle.unwrap_or_default();
-        let body = self
-            .bus
-            .unwire(message.body.as_deref().unwrap_or_default(), &mut headers)
-            .await?;
-        // SQS cannot stamp a redelivered message; the first receive is when the first
-        // (failed) attempt began, which is as close as it gets.
-        let first_receive = message
-            .attributes
-            .as_ref()
-            .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateFirstReceiveTimestamp))
-            .and_then(|v| v.parse::<i64>().ok())
-            .and_then(DateTime::<Utc>::from_timestamp_millis);
-        let first_failed_at = headers
-            .get(headers::FIRST_FAILED_AT)
-            .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
-            .map(|t| t.with_timezone(&Utc))
-            .or(if attempt > 1 { first_receive } else { None });
-        Ok(Some(SqsDelivery {
-            queue: self.queue.clone(),
-            url: self.url.clone(),
-            receipt,
-            key,
-            headers,
-            body,
-            attempt,
-            first_failed_at,
-            bus: self.bus.clone(),
-            deleter: self.deleter.clone(),
-        }))
     }
 
     async fn close(mut self) {
@@ -698,18 +757,9 @@ impl Consumer for SqsConsumer {
         // Buffered messages were received but never handed out: release them now rather than
         // leaving them invisible until their timeout.
         self.rx.close();
-        while let Ok(Ok(message)) = self.rx.try_recv() {
-            if let Some(receipt) = message.receipt_handle {
-                let _ = self
-                    .bus
-                    .inner
-                    .sqs
-                    .change_message_visibility()
-                    .queue_url(&self.url)
-                    .receipt_handle(receipt)
-                    .visibility_timeout(0)
-                    .send()
-                    .await;
+        while let Some(received) = self.rx.recv().await {
+            if let Ok(prepared) = received {
+                self.bus.release(&self.url, &prepared.receipt).await;
             }
         }
     }
