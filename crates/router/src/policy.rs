@@ -1,0 +1,673 @@
+//! Routing policy: ordered rules, each picking a strategy over eligible backends, with
+//! constraints and a fallback order.
+//!
+//! Architecture invariant: this module does no I/O and reads no clock; everything it needs is
+//! in its arguments.
+
+use std::fmt::Write as _;
+
+use rust_decimal::Decimal;
+use switchyard_core::contracts::{Optimize, Strategy, TaskKind};
+use switchyard_core::{BackendId, PlanName, QueueName, TenantId, Tier};
+
+/// A policy: the first rule that matches a job decides.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Policy {
+    pub version: String,
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rule {
+    pub name: String,
+    pub matcher: Match,
+    pub strategy: RuleStrategy,
+    /// Backends this rule may choose from; empty means every backend serving the task.
+    pub candidates: Vec<BackendId>,
+    pub constraints: Constraints,
+    /// Tried in order when no candidate is eligible.
+    pub fallbacks: Vec<BackendId>,
+    /// Whether the job's `optimize` hint may replace the rule's strategy.
+    pub honor_hints: bool,
+}
+
+/// Conditions on a job; an empty list matches anything.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Match {
+    pub tasks: Vec<TaskKind>,
+    pub plans: Vec<PlanName>,
+    pub tiers: Vec<Tier>,
+    pub tenants: Vec<TenantId>,
+    /// Matches when the job has any of these tags.
+    pub tags_any: Vec<String>,
+    pub min_input_bytes: Option<u64>,
+    pub max_input_bytes: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum RuleStrategy {
+    Cheapest,
+    Fastest,
+    MostAccurate,
+    Pinned(BackendId),
+    /// A deterministic split by job: `(backend, weight)`.
+    Weighted(Vec<(BackendId, u32)>),
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Constraints {
+    pub max_cost_usd: Option<Decimal>,
+    pub max_latency_ms: Option<u64>,
+    pub min_quality: Option<f64>,
+}
+
+/// What routing needs to know about a job.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobFacts {
+    pub task: TaskKind,
+    pub plan: PlanName,
+    pub tier: Tier,
+    pub tenant: TenantId,
+    pub tags: Vec<String>,
+    pub input_bytes: u64,
+    pub optimize: Option<Optimize>,
+    pub max_cost_usd: Option<Decimal>,
+    pub deadline_ms: Option<u64>,
+    pub pinned: Option<BackendId>,
+    /// Stable per job (from its id): the same job always lands on the same side of a split.
+    pub split_key: u64,
+}
+
+/// A backend as the router sees it at decision time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BackendState {
+    pub id: BackendId,
+    pub queue: QueueName,
+    pub tasks: Vec<TaskKind>,
+    pub quality: f64,
+    /// Observed (or prior) latency estimate.
+    pub latency_ms: u64,
+    /// Estimated cost of this job on this backend.
+    pub cost_usd: Decimal,
+    pub health: Health,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    Ok,
+    /// Too many recent errors: skipped until its cooldown ends.
+    Cooling,
+    /// Its queue is too deep to take more now.
+    Saturated,
+}
+
+/// The outcome of a decision.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Choice {
+    pub backend_id: BackendId,
+    pub queue: QueueName,
+    pub rule: String,
+    pub strategy: Strategy,
+    pub reason: String,
+    pub estimated_cost_usd: Decimal,
+    pub estimated_latency_ms: u64,
+    pub fallbacks: Vec<BackendId>,
+}
+
+/// No backend can serve the job; `trace` says what each rule and backend was refused for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NoRoute {
+    pub trace: String,
+}
+
+/// Decides where `job` goes.
+pub fn decide(
+    job: &JobFacts,
+    policy: &Policy,
+    backends: &[BackendState],
+) -> Result<Choice, NoRoute> {
+    let mut trace = String::new();
+    let Some(rule) = policy.rules.iter().find(|rule| matches(&rule.matcher, job)) else {
+        return Err(NoRoute {
+            trace: format!("no rule of policy {} matches the job", policy.version),
+        });
+    };
+    let _ = write!(trace, "rule {}: ", rule.name);
+
+    let limits = Limits {
+        max_cost_usd: min_some(rule.constraints.max_cost_usd, job.max_cost_usd),
+        max_latency_ms: min_some(rule.constraints.max_latency_ms, job.deadline_ms),
+        min_quality: rule.constraints.min_quality,
+    };
+    let serves = |b: &&BackendState| b.tasks.contains(&job.task);
+
+    // A job may pin a backend; it still has to serve the task and be healthy.
+    if let Some(pinned) = &job.pinned {
+        if let Some(backend) = backends.iter().filter(serves).find(|b| &b.id == pinned) {
+            if backend.health == Health::Ok {
+                return Ok(choice(
+                    backend,
+                    rule,
+                    Strategy::Pinned,
+                    format!("pinned by the job to {pinned}"),
+                    &rule.fallbacks,
+                ));
+            }
+            let _ = write!(
+                trace,
+                "job pinned {pinned} but it is {:?}; ",
+                backend.health
+            );
+        } else {
+            let _ = write!(
+                trace,
+                "job pinned {pinned}, which does not serve {}; ",
+                job.task.as_str()
+            );
+        }
+    }
+
+    let candidates: Vec<&BackendState> = backends
+        .iter()
+        .filter(serves)
+        .filter(|b| rule.candidates.is_empty() || rule.candidates.contains(&b.id))
+        .collect();
+    let mut skipped = Vec::new();
+    let eligible: Vec<&BackendState> = candidates
+        .iter()
+        .copied()
+        .filter(|b| match refusal(b, &limits) {
+            None => true,
+            Some(why) => {
+                skipped.push(format!("{} {why}", b.id));
+                false
+            }
+        })
+        .collect();
+
+    let strategy = effective_strategy(rule, job);
+    let picked = match &strategy {
+        RuleStrategy::Pinned(id) => eligible.iter().copied().find(|b| &b.id == id),
+        RuleStrategy::Weighted(weights) => weighted(&eligible, weights, job.split_key),
+        RuleStrategy::Cheapest => eligible.iter().copied().min_by(|a, b| {
+            a.cost_usd
+                .cmp(&b.cost_usd)
+                .then(a.latency_ms.cmp(&b.latency_ms))
+        }),
+        RuleStrategy::Fastest => eligible.iter().copied().min_by(|a, b| {
+            a.latency_ms
+                .cmp(&b.latency_ms)
+                .then(a.cost_usd.cmp(&b.cost_usd))
+        }),
+        RuleStrategy::MostAccurate => eligible.iter().copied().max_by(|a, b| {
+            a.quality
+                .total_cmp(&b.quality)
+                .then(b.cost_usd.cmp(&a.cost_usd))
+        }),
+    };
+    let skipped_text = if skipped.is_empty() {
+        String::new()
+    } else {
+        format!("; skipped: {}", skipped.join(", "))
+    };
+    if let Some(backend) = picked {
+        let reason = format!(
+            "rule {} → {} by {}{skipped_text}",
+            rule.name,
+            backend.id,
+            strategy_name(&strategy)
+        );
+        let remaining: Vec<BackendId> = rule
+            .fallbacks
+            .iter()
+            .filter(|f| **f != backend.id)
+            .cloned()
+            .collect();
+        return Ok(choice(
+            backend,
+            rule,
+            contract_strategy(&strategy),
+            reason,
+            &remaining,
+        ));
+    }
+
+    // Fallbacks: the same limits hold (a fallback must not break the budget either).
+    for (i, fallback) in rule.fallbacks.iter().enumerate() {
+        let Some(backend) = backends.iter().filter(serves).find(|b| &b.id == fallback) else {
+            skipped.push(format!(
+                "fallback {fallback} does not serve {}",
+                job.task.as_str()
+            ));
+            continue;
+        };
+        match refusal(backend, &limits) {
+            None => {
+                let reason = format!(
+                    "rule {}: no candidate eligible{skipped_text}; fell back to {}",
+                    rule.name, backend.id
+                );
+                return Ok(choice(
+                    backend,
+                    rule,
+                    Strategy::Fallback,
+                    reason,
+                    &rule.fallbacks[i + 1..],
+                ));
+            }
+            Some(why) => skipped.push(format!("fallback {fallback} {why}")),
+        }
+    }
+    let _ = write!(
+        trace,
+        "no eligible backend; {}",
+        if skipped.is_empty() {
+            format!("none serves {}", job.task.as_str())
+        } else {
+            skipped.join(", ")
+        }
+    );
+    Err(NoRoute { trace })
+}
+
+struct Limits {
+    max_cost_usd: Option<Decimal>,
+    max_latency_ms: Option<u64>,
+    min_quality: Option<f64>,
+}
+
+fn min_some<T: Ord + Copy>(a: Option<T>, b: Option<T>) -> Option<T> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn refusal(backend: &BackendState, limits: &Limits) -> Option<String> {
+    match backend.health {
+        Health::Ok => {}
+        Health::Cooling => return Some("is cooling down".into()),
+        Health::Saturated => return Some("is saturated".into()),
+    }
+    if let Some(max) = limits.max_cost_usd
+        && backend.cost_usd > max
+    {
+        return Some(format!("costs ${} > ${max}", backend.cost_usd));
+    }
+    if let Some(max) = limits.max_latency_ms
+        && backend.latency_ms > max
+    {
+        return Some(format!("takes {} ms > {max} ms", backend.latency_ms));
+    }
+    if let Some(min) = limits.min_quality
+        && backend.quality < min
+    {
+        return Some(format!("quality {} < {min}", backend.quality));
+    }
+    None
+}
+
+fn matches(matcher: &Match, job: &JobFacts) -> bool {
+    (matcher.tasks.is_empty() || matcher.tasks.contains(&job.task))
+        && (matcher.plans.is_empty() || matcher.plans.contains(&job.plan))
+        && (matcher.tiers.is_empty() || matcher.tiers.contains(&job.tier))
+        && (matcher.tenants.is_empty() || matcher.tenants.contains(&job.tenant))
+        && (matcher.tags_any.is_empty() || matcher.tags_any.iter().any(|t| job.tags.contains(t)))
+        && matcher
+            .min_input_bytes
+            .is_none_or(|min| job.input_bytes >= min)
+        && matcher
+            .max_input_bytes
+            .is_none_or(|max| job.input_bytes <= max)
+}
+
+fn effective_strategy(rule: &Rule, job: &JobFacts) -> RuleStrategy {
+    match (&rule.strategy, job.optimize, rule.honor_hints) {
+        (RuleStrategy::Pinned(_) | RuleStrategy::Weighted(_), _, _)
+        | (_, None, _)
+        | (_, _, false) => rule.strategy.clone(),
+        (_, Some(Optimize::Cost), true) => RuleStrategy::Cheapest,
+        (_, Some(Optimize::Latency), true) => RuleStrategy::Fastest,
+        (_, Some(Optimize::Accuracy), true) => RuleStrategy::MostAccurate,
+    }
+}
+
+fn weighted<'a>(
+    eligible: &[&'a BackendState],
+    weights: &[(BackendId, u32)],
+    key: u64,
+) -> Option<&'a BackendState> {
+    let present: Vec<(&'a BackendState, u64)> = weights
+        .iter()
+        .filter_map(|(id, w)| {
+            eligible
+                .iter()
+                .find(|b| &b.id == id)
+                .map(|b| (*b, u64::from(*w)))
+        })
+        .filter(|(_, w)| *w > 0)
+        .collect();
+    let total: u64 = present.iter().map(|(_, w)| w).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut point = key % total;
+    for (backend, weight) in present {
+        if point < weight {
+            return Some(backend);
+        }
+        point -= weight;
+    }
+    None
+}
+
+fn strategy_name(strategy: &RuleStrategy) -> &'static str {
+    match strategy {
+        RuleStrategy::Cheapest => "lowest cost",
+        RuleStrategy::Fastest => "lowest latency",
+        RuleStrategy::MostAccurate => "highest quality",
+        RuleStrategy::Pinned(_) => "the rule's pin",
+        RuleStrategy::Weighted(_) => "weighted split",
+    }
+}
+
+fn contract_strategy(strategy: &RuleStrategy) -> Strategy {
+    match strategy {
+        RuleStrategy::Cheapest => Strategy::Cheapest,
+        RuleStrategy::Fastest => Strategy::Fastest,
+        RuleStrategy::MostAccurate => Strategy::MostAccurate,
+        RuleStrategy::Pinned(_) => Strategy::Pinned,
+        RuleStrategy::Weighted(_) => Strategy::Weighted,
+    }
+}
+
+fn choice(
+    backend: &BackendState,
+    rule: &Rule,
+    strategy: Strategy,
+    reason: String,
+    fallbacks: &[BackendId],
+) -> Choice {
+    Choice {
+        backend_id: backend.id.clone(),
+        queue: backend.queue.clone(),
+        rule: rule.name.clone(),
+        strategy,
+        reason,
+        estimated_cost_usd: backend.cost_usd,
+        estimated_latency_ms: backend.latency_ms,
+        fallbacks: fallbacks.to_vec(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use super::*;
+
+    fn id(s: &str) -> BackendId {
+        BackendId::new(s).unwrap()
+    }
+
+    fn usd(s: &str) -> Decimal {
+        Decimal::from_str(s).unwrap()
+    }
+
+    /// (id, tasks, quality, latency ms, cost) → a healthy backend.
+    fn backend(
+        name: &str,
+        task: TaskKind,
+        quality: f64,
+        latency_ms: u64,
+        cost: &str,
+    ) -> BackendState {
+        BackendState {
+            id: id(name),
+            queue: QueueName::backend(&id(name)),
+            tasks: vec![task],
+            quality,
+            latency_ms,
+            cost_usd: usd(cost),
+            health: Health::Ok,
+        }
+    }
+
+    fn fleet() -> Vec<BackendState> {
+        vec![
+            backend("nano", TaskKind::Chat, 0.55, 400, "0.0001"),
+            backend("mini", TaskKind::Chat, 0.65, 600, "0.0003"),
+            backend("haiku", TaskKind::Chat, 0.75, 300, "0.0020"),
+            backend("sonnet", TaskKind::Chat, 0.90, 2000, "0.0100"),
+            backend("yolo-cpu", TaskKind::Detect, 0.37, 45, "0.000003"),
+            backend("yolo-gpu", TaskKind::Detect, 0.37, 6, "0.000008"),
+        ]
+    }
+
+    fn job() -> JobFacts {
+        JobFacts {
+            task: TaskKind::Chat,
+            plan: PlanName::new("pro").unwrap(),
+            tier: Tier::Standard,
+            tenant: TenantId::new("acme").unwrap(),
+            tags: vec![],
+            input_bytes: 1_000,
+            optimize: None,
+            max_cost_usd: None,
+            deadline_ms: None,
+            pinned: None,
+            split_key: 7,
+        }
+    }
+
+    fn rule(name: &str, strategy: RuleStrategy) -> Rule {
+        Rule {
+            name: name.into(),
+            matcher: Match::default(),
+            strategy,
+            candidates: vec![],
+            constraints: Constraints::default(),
+            fallbacks: vec![],
+            honor_hints: true,
+        }
+    }
+
+    fn policy(rules: Vec<Rule>) -> Policy {
+        Policy {
+            version: "test-1".into(),
+            rules,
+        }
+    }
+
+    fn pick(job: &JobFacts, policy: &Policy, backends: &[BackendState]) -> String {
+        match decide(job, policy, backends) {
+            Ok(choice) => choice.backend_id.to_string(),
+            Err(no_route) => format!("no_route: {}", no_route.trace),
+        }
+    }
+
+    #[test]
+    fn strategies_rank_the_eligible_backends() {
+        let backends = fleet();
+        for (strategy, want) in [
+            (RuleStrategy::Cheapest, "nano"),
+            (RuleStrategy::Fastest, "haiku"),
+            (RuleStrategy::MostAccurate, "sonnet"),
+            (RuleStrategy::Pinned(id("mini")), "mini"),
+        ] {
+            let policy = policy(vec![rule("r", strategy.clone())]);
+            assert_eq!(pick(&job(), &policy, &backends), want, "{strategy:?}");
+        }
+        let mut detect = job();
+        detect.task = TaskKind::Detect;
+        let policy = policy(vec![rule("r", RuleStrategy::Fastest)]);
+        assert_eq!(pick(&detect, &policy, &backends), "yolo-gpu");
+    }
+
+    #[test]
+    fn the_first_matching_rule_decides() {
+        let mut legal = rule("accuracy-for-legal", RuleStrategy::MostAccurate);
+        legal.matcher.tags_any = vec!["legal".into(), "medical".into()];
+        let mut basic = rule("basic-plan-small", RuleStrategy::Cheapest);
+        basic.matcher.plans = vec![PlanName::new("basic").unwrap()];
+        let mut realtime = rule("realtime-fast", RuleStrategy::Fastest);
+        realtime.matcher.tiers = vec![Tier::Realtime];
+        let policy = policy(vec![
+            legal,
+            basic,
+            realtime,
+            rule("default", RuleStrategy::Cheapest),
+        ]);
+        let backends = fleet();
+
+        type Change = Box<dyn Fn(&mut JobFacts)>;
+        let cases: Vec<(&str, Change, &str)> = vec![
+            (
+                "tagged legal",
+                Box::new(|j| j.tags = vec!["legal".into()]),
+                "sonnet",
+            ),
+            (
+                "basic plan",
+                Box::new(|j| j.plan = PlanName::new("basic").unwrap()),
+                "nano",
+            ),
+            (
+                "realtime tier",
+                Box::new(|j| j.tier = Tier::Realtime),
+                "haiku",
+            ),
+            ("nothing special", Box::new(|_| {}), "nano"),
+        ];
+        for (what, change, want) in cases {
+            let mut job = job();
+            change(&mut job);
+            assert_eq!(pick(&job, &policy, &backends), want, "{what}");
+        }
+    }
+
+    #[test]
+    fn unhealthy_backends_are_skipped_and_the_reason_says_so() {
+        let mut backends = fleet();
+        backends[0].health = Health::Cooling; // nano
+        backends[1].health = Health::Saturated; // mini
+        let policy = policy(vec![rule("r", RuleStrategy::Cheapest)]);
+        let choice = decide(&job(), &policy, &backends).unwrap();
+        assert_eq!(choice.backend_id.as_str(), "haiku");
+        assert!(
+            choice.reason.contains("nano is cooling down"),
+            "{}",
+            choice.reason
+        );
+        assert!(
+            choice.reason.contains("mini is saturated"),
+            "{}",
+            choice.reason
+        );
+    }
+
+    #[test]
+    fn a_backend_alone_in_its_group_also_cools_down() {
+        let mut backends = fleet();
+        backends[4].health = Health::Cooling; // yolo-cpu
+        let mut only_cpu = rule("cpu-only", RuleStrategy::Cheapest);
+        only_cpu.candidates = vec![id("yolo-cpu")];
+        let mut detect = job();
+        detect.task = TaskKind::Detect;
+        let without_fallback = policy(vec![only_cpu.clone()]);
+        let outcome = pick(&detect, &without_fallback, &backends);
+        assert!(
+            outcome.starts_with("no_route") && outcome.contains("cooling"),
+            "{outcome}"
+        );
+
+        only_cpu.fallbacks = vec![id("yolo-gpu")];
+        let choice = decide(&detect, &policy(vec![only_cpu]), &backends).unwrap();
+        assert_eq!(choice.backend_id.as_str(), "yolo-gpu");
+        assert_eq!(choice.strategy, Strategy::Fallback);
+    }
+
+    #[test]
+    fn budgets_hold_through_fallbacks() {
+        let backends = fleet();
+        let mut accurate = rule("accurate", RuleStrategy::MostAccurate);
+        accurate.candidates = vec![id("sonnet")];
+        accurate.fallbacks = vec![id("haiku"), id("nano")];
+        let policy = policy(vec![accurate]);
+        let mut job = job();
+        job.max_cost_usd = Some(usd("0.001"));
+        // sonnet and haiku are over the job's budget; the fallback chain may not break it.
+        let choice = decide(&job, &policy, &backends).unwrap();
+        assert_eq!(choice.backend_id.as_str(), "nano");
+        assert!(
+            choice.reason.contains("sonnet costs $0.0100 > $0.001"),
+            "{}",
+            choice.reason
+        );
+        job.max_cost_usd = Some(usd("0.00001"));
+        assert!(pick(&job, &policy, &backends).starts_with("no_route"));
+    }
+
+    #[test]
+    fn deadlines_and_quality_floors_constrain() {
+        let backends = fleet();
+        let mut floor = rule("floor", RuleStrategy::Cheapest);
+        floor.constraints.min_quality = Some(0.7);
+        let policy = policy(vec![floor]);
+        assert_eq!(pick(&job(), &policy, &backends), "haiku");
+        let mut hurried = job();
+        hurried.deadline_ms = Some(250);
+        assert!(pick(&hurried, &policy, &backends).contains("takes 300 ms > 250 ms"));
+    }
+
+    #[test]
+    fn job_hints_and_pins() {
+        let backends = fleet();
+        let policy = policy(vec![rule("r", RuleStrategy::Cheapest)]);
+        let mut fast = job();
+        fast.optimize = Some(Optimize::Latency);
+        assert_eq!(pick(&fast, &policy, &backends), "haiku");
+        let mut pinned = job();
+        pinned.pinned = Some(id("sonnet"));
+        let choice = decide(&pinned, &policy, &backends).unwrap();
+        assert_eq!(
+            (choice.backend_id.as_str(), choice.strategy),
+            ("sonnet", Strategy::Pinned)
+        );
+        // A pin to a backend that cannot serve the task is ignored, with a trace.
+        pinned.pinned = Some(id("yolo-gpu"));
+        assert_eq!(pick(&pinned, &policy, &backends), "nano");
+    }
+
+    #[test]
+    fn weighted_splits_are_stable_and_proportional() {
+        let backends = fleet();
+        let policy = policy(vec![rule(
+            "ab",
+            RuleStrategy::Weighted(vec![(id("mini"), 90), (id("haiku"), 10)]),
+        )]);
+        let mut counts = std::collections::BTreeMap::new();
+        for key in 0..1_000u64 {
+            let mut job = job();
+            job.split_key = key.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            *counts.entry(pick(&job, &policy, &backends)).or_insert(0) += 1;
+            assert_eq!(
+                pick(&job, &policy, &backends),
+                pick(&job, &policy, &backends)
+            );
+        }
+        let haiku = counts["haiku"];
+        assert!((60..=140).contains(&haiku), "{counts:?}");
+    }
+
+    #[test]
+    fn no_rule_no_route() {
+        let mut only_detect = rule("detect-only", RuleStrategy::Cheapest);
+        only_detect.matcher.tasks = vec![TaskKind::Detect];
+        let outcome = pick(&job(), &policy(vec![only_detect]), &fleet());
+        assert_eq!(
+            outcome,
+            "no_route: no rule of policy test-1 matches the job"
+        );
+    }
+}
