@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
+
 /// Header name → value. Sorted, so what a test or a dead letter shows is stable.
 pub type Headers = BTreeMap<String, String>;
 
@@ -18,3 +20,11 @@ pub const FIRST_FAILED_AT: &str = "switchyard-first-failed-at";
 pub const LAST_ERROR: &str = "switchyard-last-error";
 /// How many times this message has been replayed from a dead-letter queue.
 pub const REPLAYS: &str = "switchyard-replays";
+
+/// The time of the first failure, as a transport that republishes retries stamped it.
+pub fn first_failed_at(headers: &Headers) -> Option<DateTime<Utc>> {
+    headers
+        .get(FIRST_FAILED_AT)
+        .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
+        .map(|t| t.with_timezone(&Utc))
+}

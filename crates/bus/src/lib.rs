@@ -207,6 +207,32 @@ pub fn dead_letter_for(
     }
 }
 
+/// The message a transport publishes to `queue.dead_letter()`: the encoded [`DeadLetter`],
+/// keyed like the original so a tenant's letters stay together.
+pub fn dead_letter_message(
+    queue: &QueueName,
+    body: &[u8],
+    headers: &Headers,
+    key: Option<&str>,
+    attempts: u32,
+    first_failed_at: Option<DateTime<Utc>>,
+    rejection: &Rejection,
+) -> Outgoing {
+    let letter = dead_letter_for(
+        queue,
+        body,
+        headers,
+        key,
+        attempts,
+        first_failed_at,
+        rejection,
+    );
+    let mut outgoing = Outgoing::new(switchyard_core::contracts::encode(&letter))
+        .with_header(headers::CONTENT_TYPE, "application/json");
+    outgoing.key = key.map(str::to_owned);
+    outgoing
+}
+
 fn ids_of(
     body: &[u8],
 ) -> (

@@ -36,13 +36,12 @@ use rdkafka::message::{Header, Headers as _, Message as _, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use switchyard_core::QueueName;
-use switchyard_core::contracts;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::{
-    Bus, BusError, Consumer, Delivery, Headers, Outgoing, QueueDepth, Rejection, dead_letter_for,
-    headers,
+    Bus, BusError, Consumer, Delivery, Headers, Outgoing, QueueDepth, Rejection,
+    dead_letter_message, headers,
 };
 use tracker::OffsetTracker;
 
@@ -594,11 +593,7 @@ impl Consumer for KafkaConsumer {
             .get(headers::ATTEMPT)
             .and_then(|v| v.parse().ok())
             .unwrap_or(1);
-        let first_failed_at = outgoing
-            .headers
-            .get(headers::FIRST_FAILED_AT)
-            .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
-            .map(|t| t.with_timezone(&Utc));
+        let first_failed_at = headers::first_failed_at(&outgoing.headers);
         Ok(Some(KafkaDelivery {
             queue: self.queue.clone(),
             topic: message.topic().to_owned(),
@@ -740,7 +735,7 @@ impl Delivery for KafkaDelivery {
     }
 
     async fn dead_letter(self, rejection: Rejection) -> Result<(), BusError> {
-        let letter = dead_letter_for(
+        let outgoing = dead_letter_message(
             &self.queue,
             &self.message.body,
             &self.message.headers,
@@ -749,9 +744,6 @@ impl Delivery for KafkaDelivery {
             self.first_failed_at,
             &rejection,
         );
-        let mut outgoing = Outgoing::new(contracts::encode(&letter))
-            .with_header(headers::CONTENT_TYPE, "application/json");
-        outgoing.key.clone_from(&self.message.key);
         self.bus
             .send(self.queue.dead_letter().as_str(), &outgoing)
             .await?;

@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use switchyard_core::QueueName;
-use switchyard_core::contracts;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::{
-    Bus, BusError, Consumer, Delivery, Headers, Outgoing, QueueDepth, Rejection, dead_letter_for,
+    Bus, BusError, Consumer, Delivery, Headers, Outgoing, QueueDepth, Rejection,
+    dead_letter_message,
 };
 
 /// How long a delivery stays leased before it is redelivered, unless extended.
@@ -369,7 +369,7 @@ impl Delivery for MemoryDelivery {
     }
 
     async fn dead_letter(self, rejection: Rejection) -> Result<(), BusError> {
-        let letter = dead_letter_for(
+        let letter = dead_letter_message(
             &self.queue.name,
             &self.stored.body,
             &self.stored.headers,
@@ -381,10 +381,7 @@ impl Delivery for MemoryDelivery {
         let dlq = self.bus.ensure_one(&self.queue.name.dead_letter());
         // Write the letter before removing the original: a crash in between duplicates the
         // letter, never loses the message.
-        dlq.push(stored_from(
-            Outgoing::new(contracts::encode(&letter))
-                .with_header(crate::headers::CONTENT_TYPE, "application/json"),
-        ));
+        dlq.push(stored_from(letter));
         self.settle()
     }
 }

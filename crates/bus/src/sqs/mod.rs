@@ -25,14 +25,13 @@ use aws_sdk_sqs::types::{
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use switchyard_core::QueueName;
-use switchyard_core::contracts;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::{
-    Bus, BusError, Consumer, Delivery, Headers, Outgoing, QueueDepth, Rejection, dead_letter_for,
-    headers,
+    Bus, BusError, Consumer, Delivery, Headers, Outgoing, QueueDepth, Rejection,
+    dead_letter_message, headers,
 };
 
 const TRANSPORT: &str = "sqs";
@@ -314,11 +313,8 @@ impl SqsBus {
             .get(&MessageSystemAttributeName::ApproximateFirstReceiveTimestamp)
             .and_then(|v| v.parse::<i64>().ok())
             .and_then(DateTime::<Utc>::from_timestamp_millis);
-        let first_failed_at = headers
-            .get(headers::FIRST_FAILED_AT)
-            .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
-            .map(|t| t.with_timezone(&Utc))
-            .or(if attempt > 1 { first_receive } else { None });
+        let first_failed_at =
+            headers::first_failed_at(&headers).or(if attempt > 1 { first_receive } else { None });
         let receipt = message.receipt_handle.unwrap_or_default();
         let body = match self
             .unwire(message.body.as_deref().unwrap_or_default(), &mut headers)
@@ -854,7 +850,7 @@ impl Delivery for SqsDelivery {
     }
 
     async fn dead_letter(self, rejection: Rejection) -> Result<(), BusError> {
-        let letter = dead_letter_for(
+        let outgoing = dead_letter_message(
             &self.queue,
             &self.body,
             &self.headers,
@@ -863,9 +859,6 @@ impl Delivery for SqsDelivery {
             self.first_failed_at,
             &rejection,
         );
-        let mut outgoing = Outgoing::new(contracts::encode(&letter))
-            .with_header(headers::CONTENT_TYPE, "application/json");
-        outgoing.key.clone_from(&self.key);
         // Durable in the DLQ first, then gone from the queue.
         self.bus
             .publish(&self.queue.dead_letter(), outgoing)
