@@ -46,6 +46,8 @@ pub enum JobState {
     Succeeded,
     Failed,
     DeadLettered,
+    /// Not a step of the job itself: its webhook could not be delivered on any attempt.
+    WebhookExhausted,
 }
 
 impl JobState {
@@ -57,6 +59,7 @@ impl JobState {
             JobState::Succeeded => "succeeded",
             JobState::Failed => "failed",
             JobState::DeadLettered => "dead_lettered",
+            JobState::WebhookExhausted => "webhook_exhausted",
         }
     }
 
@@ -69,6 +72,7 @@ impl JobState {
             JobState::Succeeded => "Job Succeeded",
             JobState::Failed => "Job Failed",
             JobState::DeadLettered => "Job Dead Lettered",
+            JobState::WebhookExhausted => "Webhook Exhausted",
         }
     }
 
@@ -76,7 +80,10 @@ impl JobState {
     pub fn is_terminal(self) -> bool {
         match self {
             JobState::Succeeded | JobState::Failed | JobState::DeadLettered => true,
-            JobState::Submitted | JobState::Routed | JobState::Started => false,
+            JobState::Submitted
+            | JobState::Routed
+            | JobState::Started
+            | JobState::WebhookExhausted => false,
         }
     }
 }
