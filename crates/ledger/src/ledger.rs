@@ -1,0 +1,383 @@
+//! `Ledger::finish`: the one way a worker ends a job.
+//!
+//! In this order, each step idempotent, all before the worker acknowledges the message:
+//! 1. if the job already has a result (a redelivery after a crash, a replayed dead letter),
+//!    nothing is priced or written again (the final status only if it is missing): the stored
+//!    result is announced once more;
+//! 2. every call is priced with the rates table and written as a usage event (deterministic
+//!    event id, so the spend totals move once);
+//! 3. an output too large to keep inline goes to the blob store and is referenced;
+//! 4. the result is written (first write wins) and the job's timeline gains its final state;
+//! 5. the webhook is queued in the store (the dispatcher delivers it, durably);
+//! 6. the lifecycle event is published (its event id deduplicates a second publish).
+//!
+//! A failure at any step is returned as retryable or not; the worker nacks and the next
+//! delivery resumes where this one stopped, without a second result or charge.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use switchyard_core::contracts::{
+    self, JobEnvelope, JobError, JobState, LifecycleEvent, Output, ResultDocument, ResultSchema,
+    ResultStatus, UsageEvent, UsageSchema,
+};
+use switchyard_core::money::Micros;
+use switchyard_core::rates::{RatesError, RatesTable, Usage};
+use switchyard_core::{BackendId, JobId};
+
+use crate::blobs::{BlobError, BlobStore};
+use crate::events::{EventError, EventSink};
+use crate::store::{StatusUpdate, Store, StoreError, WebhookDelivery, WebhookState, Written};
+
+/// One priced call a job made (the main inference, a classifier call, ...).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Call {
+    /// Unique within the job and stable across attempts: `main`, `classifier`.
+    pub name: String,
+    pub backend_id: BackendId,
+    pub provider: String,
+    pub model: String,
+    /// The rates table entry that prices it.
+    pub price: String,
+    pub usage: Usage,
+    pub latency_ms: u64,
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// How a job ended, as the worker saw it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    pub status: ResultStatus,
+    pub output: Option<Output>,
+    pub error: Option<JobError>,
+    pub backend_id: Option<BackendId>,
+    pub model: Option<String>,
+    pub attempts: u32,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub calls: Vec<Call>,
+    pub parent_job_id: Option<JobId>,
+}
+
+/// What `finish` did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Finished {
+    /// The stored result: this outcome's, or the earlier one's after a redelivery.
+    pub result: ResultDocument,
+    pub written: Written,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FinishError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot price call `{call}` under `{price}`: {source}")]
+    Pricing {
+        call: String,
+        price: String,
+        source: RatesError,
+    },
+    #[error("cannot store the output: {0}")]
+    Blob(#[from] BlobError),
+    #[error("cannot publish the lifecycle event: {0}")]
+    Events(#[from] EventError),
+}
+
+impl FinishError {
+    /// Whether a redelivery may get further. Pricing failures are configuration errors: no
+    /// retry fixes them, and a job must never be charged nothing by accident.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            FinishError::Store(error) => error.is_retryable(),
+            FinishError::Pricing { .. } => false,
+            FinishError::Blob(_) | FinishError::Events(_) => true,
+        }
+    }
+}
+
+/// Limits on what travels inline.
+#[derive(Clone, Debug)]
+pub struct LedgerSettings {
+    /// Outputs whose JSON is larger go to the blob store.
+    pub inline_output_limit_bytes: usize,
+    /// Webhook bodies larger than this carry a link to the output instead.
+    pub webhook_body_limit_bytes: usize,
+    /// Lifetime of the links handed out in webhooks.
+    pub presign_ttl: Duration,
+}
+
+impl Default for LedgerSettings {
+    fn default() -> Self {
+        LedgerSettings {
+            inline_output_limit_bytes: 64 * 1024,
+            webhook_body_limit_bytes: 256 * 1024,
+            presign_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// Where outcomes go.
+#[derive(Clone, Debug)]
+pub struct Ledger<S, E, B> {
+    store: S,
+    events: E,
+    blobs: B,
+    rates: Arc<RatesTable>,
+    settings: LedgerSettings,
+}
+
+/// The Standard Webhooks payload: `{type, timestamp, data}`.
+#[derive(Debug, Serialize)]
+struct WebhookPayload<'a> {
+    r#type: &'static str,
+    timestamp: String,
+    data: &'a ResultDocument,
+}
+
+impl<S: Store, E: EventSink, B: BlobStore> Ledger<S, E, B> {
+    pub fn new(
+        store: S,
+        events: E,
+        blobs: B,
+        rates: Arc<RatesTable>,
+        settings: LedgerSettings,
+    ) -> Ledger<S, E, B> {
+        Ledger {
+            store,
+            events,
+            blobs,
+            rates,
+            settings,
+        }
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    pub fn rates(&self) -> &RatesTable {
+        &self.rates
+    }
+
+    /// Prices a call: the usage event it becomes.
+    pub fn price(&self, job: &JobEnvelope, call: &Call) -> Result<UsageEvent, FinishError> {
+        let cost = self
+            .rates
+            .cost(&call.price, &call.usage)
+            .map_err(|source| FinishError::Pricing {
+                call: call.name.clone(),
+                price: call.price.clone(),
+                source,
+            })?;
+        Ok(UsageEvent {
+            schema: UsageSchema,
+            event_id: UsageEvent::event_id_for(job.job_id, &call.name),
+            job_id: job.job_id,
+            tenant_id: job.tenant_id.clone(),
+            backend_id: call.backend_id.clone(),
+            provider: call.provider.clone(),
+            model: call.model.clone(),
+            usage: call.usage,
+            cost_micros: cost.micros,
+            rates_version: cost.rates_version,
+            latency_ms: call.latency_ms,
+            occurred_at: call.occurred_at,
+        })
+    }
+
+    /// Ends `job` with `outcome`; see the module documentation for the steps.
+    pub async fn finish(
+        &self,
+        job: &JobEnvelope,
+        outcome: Outcome,
+    ) -> Result<Finished, FinishError> {
+        let (result, written) = match self.store.result(job.job_id).await? {
+            Some(existing) => (existing, Written::Unchanged),
+            None => self.write(job, outcome).await?,
+        };
+        let state = match result.status {
+            ResultStatus::Succeeded | ResultStatus::Partial => JobState::Succeeded,
+            ResultStatus::Failed => JobState::Failed,
+        };
+        // A redelivery whose timeline already ends in this state writes nothing at all.
+        let recorded = match written {
+            Written::New => false,
+            Written::Unchanged => self
+                .store
+                .job(job.job_id)
+                .await?
+                .is_some_and(|record| record.state == state),
+        };
+        if !recorded {
+            self.store
+                .record_status(&StatusUpdate {
+                    job_id: job.job_id,
+                    tenant_id: job.tenant_id.clone(),
+                    state,
+                    at: result.finished_at,
+                    attempt: Some(result.attempts),
+                    backend_id: result.backend_id.clone(),
+                    detail: result.error.as_ref().map(|e| e.message.clone()),
+                })
+                .await?;
+        }
+        if let Some(callback) = &job.callback {
+            let payload = self.webhook_payload(&result, state).await?;
+            self.store
+                .enqueue_webhook(&WebhookDelivery {
+                    webhook_id: WebhookDelivery::id_for(job.job_id),
+                    job_id: job.job_id,
+                    tenant_id: job.tenant_id.clone(),
+                    url: callback.url.clone(),
+                    secret_id: callback.secret_id.clone(),
+                    payload,
+                    state: WebhookState::Pending,
+                    attempts: 0,
+                    next_attempt_at: result.finished_at,
+                    last_status: None,
+                    last_error: None,
+                    created_at: result.finished_at,
+                    updated_at: result.finished_at,
+                })
+                .await?;
+        }
+        self.events
+            .publish(&[lifecycle_event(job, &result, state)])
+            .await?;
+        Ok(Finished { result, written })
+    }
+
+    async fn write(
+        &self,
+        job: &JobEnvelope,
+        outcome: Outcome,
+    ) -> Result<(ResultDocument, Written), FinishError> {
+        let mut cost = Micros::ZERO;
+        for call in &outcome.calls {
+            let event = self.price(job, call)?;
+            // The total saturates rather than wraps; a job worth 9 trillion dollars is a bug
+            // that the per-event records still show exactly.
+            cost = cost
+                .checked_add(event.cost_micros)
+                .unwrap_or(Micros(i64::MAX));
+            self.store.record_usage(&event).await?;
+        }
+        let output = match outcome.output {
+            Some(output) => Some(self.maybe_blob(job.job_id, output).await?),
+            None => None,
+        };
+        let latency = outcome.finished_at.signed_duration_since(job.submitted_at);
+        let result = ResultDocument {
+            schema: ResultSchema,
+            job_id: job.job_id,
+            tenant_id: job.tenant_id.clone(),
+            parent_job_id: outcome.parent_job_id,
+            status: outcome.status,
+            task: job.task.kind(),
+            backend_id: outcome.backend_id,
+            model: outcome.model,
+            output,
+            error: outcome.error,
+            attempts: outcome.attempts,
+            started_at: outcome.started_at,
+            finished_at: outcome.finished_at,
+            latency_ms: u64::try_from(latency.num_milliseconds()).unwrap_or(0),
+            cost_micros: cost,
+        };
+        match self.store.put_result(&result).await? {
+            Written::New => Ok((result, Written::New)),
+            // Another delivery of the same job won the race: announce its result, not ours.
+            Written::Unchanged => match self.store.result(job.job_id).await? {
+                Some(stored) => Ok((stored, Written::Unchanged)),
+                None => Ok((result, Written::Unchanged)),
+            },
+        }
+    }
+
+    async fn maybe_blob(&self, job_id: JobId, output: Output) -> Result<Output, FinishError> {
+        let bytes = serde_json::to_vec(&output).unwrap_or_default();
+        if bytes.len() <= self.settings.inline_output_limit_bytes {
+            return Ok(output);
+        }
+        let blob = self
+            .blobs
+            .put(&format!("outputs/{job_id}.json"), bytes, "application/json")
+            .await?;
+        Ok(Output::Blob(blob))
+    }
+
+    /// The webhook body; an output too large for it is replaced by a link.
+    async fn webhook_payload(
+        &self,
+        result: &ResultDocument,
+        state: JobState,
+    ) -> Result<String, FinishError> {
+        let kind = match state {
+            JobState::Failed => "job.failed",
+            _ => "job.succeeded",
+        };
+        let timestamp = result
+            .finished_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let body = |data: &ResultDocument| {
+            serde_json::to_string(&WebhookPayload {
+                r#type: kind,
+                timestamp: timestamp.clone(),
+                data,
+            })
+            .unwrap_or_default()
+        };
+        let is_blob = matches!(result.output, Some(Output::Blob(_)));
+        let full = body(result);
+        // A receiver cannot read `s3://`: blobs always travel as a presigned link.
+        if !is_blob && full.len() <= self.settings.webhook_body_limit_bytes {
+            return Ok(full);
+        }
+        let mut slim = result.clone();
+        slim.output = match result.output.clone() {
+            Some(Output::Blob(mut blob)) => {
+                blob.uri = self.blobs.link(&blob, self.settings.presign_ttl).await?;
+                Some(Output::Blob(blob))
+            }
+            Some(output) => {
+                let bytes = serde_json::to_vec(&output).unwrap_or_default();
+                let mut blob = self
+                    .blobs
+                    .put(
+                        &format!("outputs/{}.json", result.job_id),
+                        bytes,
+                        "application/json",
+                    )
+                    .await?;
+                blob.uri = self.blobs.link(&blob, self.settings.presign_ttl).await?;
+                Some(Output::Blob(blob))
+            }
+            None => None,
+        };
+        Ok(body(&slim))
+    }
+}
+
+/// The lifecycle event of a finished job.
+pub fn lifecycle_event(
+    job: &JobEnvelope,
+    result: &ResultDocument,
+    state: JobState,
+) -> LifecycleEvent {
+    LifecycleEvent {
+        schema: contracts::EventSchema,
+        event_id: format!("{}:{}", job.job_id, state.as_str()),
+        job_id: job.job_id,
+        tenant_id: job.tenant_id.clone(),
+        state,
+        at: result.finished_at,
+        backend_id: result.backend_id.clone(),
+        attempt: Some(result.attempts),
+        error: result.error.clone(),
+        cost_micros: Some(result.cost_micros),
+        latency_ms: Some(result.latency_ms),
+        trace: job.trace.clone(),
+    }
+}

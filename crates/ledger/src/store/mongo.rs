@@ -1,0 +1,752 @@
+//! The MongoDB store (official driver), also run on FerretDB in tests.
+//!
+//! Only features that MongoDB, Atlas and FerretDB 1.x all support are used (see
+//! `docs/store.md`): single-document atomic updates (`$inc`, `$push`, `$pull`, `$max`,
+//! `$setOnInsert`, upserts), `findAndModify`, secondary indexes and `$match`/`$group`/`$sum`
+//! aggregations. No multi-document transactions: FerretDB lacks them, and the spend protocol
+//! below does not need them.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt as _;
+use mongodb::bson::{self, Bson, Document, doc};
+use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::options::{IndexOptions, ReturnDocument};
+use mongodb::{Client, Collection, Database, IndexModel};
+use switchyard_core::contracts::{ResultDocument, UsageEvent};
+use switchyard_core::money::Micros;
+use switchyard_core::{JobId, TenantId};
+
+use crate::store::embedded::{apply_attempt, group_latencies, status_str};
+use crate::store::{
+    CostRow, JobFilter, JobRecord, LatencyStats, MinuteVolume, Period, StatusUpdate, Store,
+    StoreError, WebhookAttempt, WebhookDelivery, WebhookState, Written, advances, day_key,
+    minute_key, parse_state,
+};
+
+const BACKEND: &str = "mongo";
+
+/// A MongoDB database holding the collections `results`, `usage_events`, `spend`, `jobs` and
+/// `webhooks`.
+#[derive(Clone, Debug)]
+pub struct MongoStore {
+    database: Database,
+}
+
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "used as `map_err(unavailable)`, which hands the error over by value"
+)]
+fn unavailable(error: mongodb::error::Error) -> StoreError {
+    StoreError::Unavailable {
+        backend: BACKEND,
+        message: error.to_string(),
+    }
+}
+
+fn corrupt(what: &'static str, error: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        backend: BACKEND,
+        what,
+        message: error.to_string(),
+    }
+}
+
+fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
+    match error.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(write)) => write.code == 11000,
+        ErrorKind::Command(command) => command.code == 11000,
+        _ => false,
+    }
+}
+
+fn date(at: DateTime<Utc>) -> bson::DateTime {
+    bson::DateTime::from_millis(at.timestamp_millis())
+}
+
+fn chrono_of(at: &bson::DateTime) -> Result<DateTime<Utc>, StoreError> {
+    use chrono::TimeZone as _;
+    Utc.timestamp_millis_opt(at.timestamp_millis())
+        .single()
+        .ok_or_else(|| corrupt("timestamp", "out of range"))
+}
+
+fn to_doc<T: serde::Serialize>(value: &T) -> Result<Document, StoreError> {
+    bson::to_document(value).map_err(|error| corrupt("document", error))
+}
+
+fn from_doc<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    document: Document,
+) -> Result<T, StoreError> {
+    bson::from_document(document).map_err(|error| corrupt(what, error))
+}
+
+fn embedded<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    mut document: Document,
+) -> Result<T, StoreError> {
+    match document.remove("doc") {
+        Some(Bson::Document(inner)) => from_doc(what, inner),
+        _ => Err(corrupt(what, "no `doc` field")),
+    }
+}
+
+fn i64_of(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+impl MongoStore {
+    /// Connects to `uri` and uses `database`. The URI may hold credentials: it never appears in
+    /// an error.
+    pub async fn connect(uri: &str, database: &str) -> Result<MongoStore, StoreError> {
+        let client = Client::with_uri_str(uri)
+            .await
+            .map_err(|error| StoreError::Open {
+                backend: BACKEND,
+                message: format!(
+                    "cannot use the MongoDB URI (not shown, it may hold credentials): {}",
+                    redact(&error.to_string(), uri)
+                ),
+            })?;
+        Ok(MongoStore::new(client.database(database)))
+    }
+
+    pub fn new(database: Database) -> MongoStore {
+        MongoStore { database }
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.database
+    }
+
+    fn collection(&self, name: &str) -> Collection<Document> {
+        self.database.collection(name)
+    }
+
+    /// `accumulator` over usage events in `[since, until)`, by (tenant, model, day).
+    async fn group_usage(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        accumulator: Document,
+    ) -> Result<std::collections::BTreeMap<(String, String, String), i64>, StoreError> {
+        let rows: Vec<Document> = self
+            .collection("usage_events")
+            .aggregate([
+                doc! { "$match": { "occurred_at": { "$gte": date(since), "$lt": date(until) } } },
+                doc! { "$group": {
+                    "_id": { "tenant_id": "$tenant_id", "model": "$model", "day": "$day" },
+                    "value": accumulator,
+                } },
+            ])
+            .await
+            .map_err(unavailable)?
+            .try_collect()
+            .await
+            .map_err(unavailable)?;
+        let mut out = std::collections::BTreeMap::new();
+        for row in rows {
+            let key = row.get_document("_id").map_err(|e| corrupt("cost", e))?;
+            let field = |name: &str| -> Result<String, StoreError> {
+                Ok(key
+                    .get_str(name)
+                    .map_err(|e| corrupt("cost", e))?
+                    .to_owned())
+            };
+            let value = match row.get("value") {
+                Some(Bson::Int32(n)) => i64::from(*n),
+                Some(Bson::Int64(n)) => *n,
+                _ => return Err(corrupt("cost", "the sum is not an integer")),
+            };
+            out.insert((field("tenant_id")?, field("model")?, field("day")?), value);
+        }
+        Ok(out)
+    }
+
+    async fn load_job(&self, document: Document) -> Result<JobRecord, StoreError> {
+        let job_id: JobId = document
+            .get_str("_id")
+            .map_err(|e| corrupt("job", e))?
+            .parse()
+            .map_err(|e| corrupt("job id", e))?;
+        let tenant = document
+            .get_str("tenant_id")
+            .map_err(|e| corrupt("job", e))?;
+        let state = document.get_str("state").map_err(|e| corrupt("job", e))?;
+        let history = match document.get_array("history") {
+            Ok(entries) => entries
+                .iter()
+                .map(|entry| match entry {
+                    Bson::Document(d) => from_doc::<StatusUpdate>("status update", d.clone()),
+                    _ => Err(corrupt("status update", "not a document")),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            Err(_) => Vec::new(),
+        };
+        let backend_id = match document.get_str("backend_id") {
+            Ok(b) => Some(switchyard_core::BackendId::new(b).map_err(|e| corrupt("backend", e))?),
+            Err(_) => None,
+        };
+        Ok(JobRecord {
+            job_id,
+            tenant_id: TenantId::new(tenant).map_err(|e| corrupt("tenant id", e))?,
+            state: parse_state(state).ok_or_else(|| corrupt("job state", state))?,
+            attempts: document
+                .get_i64("attempts")
+                .ok()
+                .and_then(|a| u32::try_from(a).ok())
+                .unwrap_or(0),
+            backend_id,
+            created_at: chrono_of(
+                document
+                    .get_datetime("created_at")
+                    .map_err(|e| corrupt("job", e))?,
+            )?,
+            updated_at: chrono_of(
+                document
+                    .get_datetime("updated_at")
+                    .map_err(|e| corrupt("job", e))?,
+            )?,
+            history,
+        })
+    }
+}
+
+/// `text` with every occurrence of the URI and of its password removed.
+fn redact(text: &str, uri: &str) -> String {
+    let mut out = text.replace(uri, "<uri>");
+    if let Ok(parsed) = url::Url::parse(uri)
+        && let Some(password) = parsed.password()
+        && !password.is_empty()
+    {
+        out = out.replace(password, "<password>");
+    }
+    out
+}
+
+async fn index(
+    collection: &Collection<Document>,
+    keys: Document,
+    unique: bool,
+) -> Result<(), StoreError> {
+    let model = IndexModel::builder()
+        .keys(keys)
+        .options(IndexOptions::builder().unique(unique).build())
+        .build();
+    collection.create_index(model).await.map_err(unavailable)?;
+    Ok(())
+}
+
+impl Store for MongoStore {
+    async fn init(&self) -> Result<(), StoreError> {
+        let results = self.collection("results");
+        index(&results, doc! { "finished_at": 1 }, false).await?;
+        index(&results, doc! { "tenant_id": 1, "finished_at": 1 }, false).await?;
+        let usage = self.collection("usage_events");
+        index(&usage, doc! { "job_id": 1 }, false).await?;
+        index(&usage, doc! { "occurred_at": 1 }, false).await?;
+        index(&usage, doc! { "tenant_id": 1, "occurred_at": 1 }, false).await?;
+        index(
+            &self.collection("spend"),
+            doc! { "tenant_id": 1, "day": 1 },
+            true,
+        )
+        .await?;
+        let jobs = self.collection("jobs");
+        index(&jobs, doc! { "updated_at": -1 }, false).await?;
+        index(&jobs, doc! { "tenant_id": 1, "updated_at": -1 }, false).await?;
+        index(&jobs, doc! { "state": 1, "updated_at": -1 }, false).await?;
+        index(
+            &self.collection("webhooks"),
+            doc! { "state": 1, "next_at": 1 },
+            false,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Exactly once without transactions: the event is inserted; the spend bucket's increment
+    /// is guarded by the event id sitting in the bucket's `pending` list, which the same
+    /// single-document update adds; then a marker `{_id: event_id}` is inserted into
+    /// `spend_applied` and the id leaves `pending`. Whatever step a crash interrupts, the
+    /// redelivery finds out from the marker and `pending` whether the increment happened, and
+    /// finishes the protocol. Inserts, not updates, on the big collections: an insert costs
+    /// the same at any size everywhere (FerretDB's updates scan the collection).
+    async fn record_usage(&self, event: &UsageEvent) -> Result<Written, StoreError> {
+        let events = self.collection("usage_events");
+        let applied = self.collection("spend_applied");
+        let spend = self.collection("spend");
+        let day = day_key(event.occurred_at.date_naive());
+        let bucket = format!("{}|{day}", event.tenant_id.as_str());
+        let written = match events
+            .insert_one(doc! {
+                "_id": &event.event_id,
+                "job_id": event.job_id.to_string(),
+                "tenant_id": event.tenant_id.as_str(),
+                "model": &event.model,
+                "cost_micros": event.cost_micros.0,
+                "occurred_at": date(event.occurred_at),
+                "day": &day,
+                "doc": to_doc(event)?,
+            })
+            .await
+        {
+            Ok(_) => Written::New,
+            Err(error) if is_duplicate_key(&error) => {
+                let done = applied
+                    .find_one(doc! { "_id": &event.event_id })
+                    .await
+                    .map_err(unavailable)?;
+                if done.is_some() {
+                    // Finished before; a crash may have left the id in `pending`.
+                    spend
+                        .update_one(
+                            doc! { "_id": &bucket, "pending": &event.event_id },
+                            doc! { "$pull": { "pending": &event.event_id } },
+                        )
+                        .await
+                        .map_err(unavailable)?;
+                    return Ok(Written::Unchanged);
+                }
+                Written::Unchanged
+            }
+            Err(error) => return Err(unavailable(error)),
+        };
+        let created = spend
+            .update_one(
+                doc! { "_id": &bucket },
+                doc! { "$setOnInsert": {
+                    "tenant_id": event.tenant_id.as_str(),
+                    "day": &day,
+                    "cost_micros": 0_i64,
+                    "events": 0_i64,
+                    "pending": [],
+                } },
+            )
+            .upsert(true)
+            .await;
+        match created {
+            Ok(_) => {}
+            // Two first events of a day racing: the other upsert created the bucket.
+            Err(error) if is_duplicate_key(&error) => {}
+            Err(error) => return Err(unavailable(error)),
+        }
+        spend
+            .update_one(
+                doc! { "_id": &bucket, "pending": { "$ne": &event.event_id } },
+                doc! {
+                    "$inc": { "cost_micros": event.cost_micros.0, "events": 1_i64 },
+                    "$push": { "pending": &event.event_id },
+                },
+            )
+            .await
+            .map_err(unavailable)?;
+        match applied.insert_one(doc! { "_id": &event.event_id }).await {
+            Ok(_) => {}
+            Err(error) if is_duplicate_key(&error) => {}
+            Err(error) => return Err(unavailable(error)),
+        }
+        spend
+            .update_one(
+                doc! { "_id": &bucket },
+                doc! { "$pull": { "pending": &event.event_id } },
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(written)
+    }
+
+    async fn put_result(&self, result: &ResultDocument) -> Result<Written, StoreError> {
+        let mut document = doc! {
+            "_id": result.job_id.to_string(),
+            "tenant_id": result.tenant_id.as_str(),
+            "status": status_str(result.status),
+            "latency_ms": i64_of(result.latency_ms),
+            "cost_micros": result.cost_micros.0,
+            "finished_at": date(result.finished_at),
+            "minute": minute_key(result.finished_at),
+            "doc": to_doc(result)?,
+        };
+        if let Some(backend) = &result.backend_id {
+            document.insert("backend_id", backend.as_str());
+        }
+        match self.collection("results").insert_one(document).await {
+            Ok(_) => Ok(Written::New),
+            Err(error) if is_duplicate_key(&error) => Ok(Written::Unchanged),
+            Err(error) => Err(unavailable(error)),
+        }
+    }
+
+    /// One round trip in the common case: the first step of a job is an insert; later ones
+    /// read the state, decide in Rust (the same `advances` as the embedded store) and apply
+    /// one update guarded by the state they read, retrying if another writer moved it first.
+    async fn record_status(&self, update: &StatusUpdate) -> Result<(), StoreError> {
+        let jobs = self.collection("jobs");
+        let job_id = update.job_id.to_string();
+        let attempt = i64::from(update.attempt.unwrap_or(0));
+        let at = date(update.at);
+        let entry = to_doc(update)?;
+        for _ in 0..8 {
+            let current = jobs
+                .find_one(doc! { "_id": &job_id })
+                .projection(doc! { "state": 1 })
+                .await
+                .map_err(unavailable)?;
+            let Some(current) = current else {
+                let mut fresh = doc! {
+                    "_id": &job_id,
+                    "tenant_id": update.tenant_id.as_str(),
+                    "state": update.state.as_str(),
+                    "attempts": attempt,
+                    "created_at": at,
+                    "updated_at": at,
+                    "history": [entry.clone()],
+                };
+                if let Some(backend) = &update.backend_id {
+                    fresh.insert("backend_id", backend.as_str());
+                }
+                match jobs.insert_one(fresh).await {
+                    Ok(_) => return Ok(()),
+                    Err(error) if is_duplicate_key(&error) => continue,
+                    Err(error) => return Err(unavailable(error)),
+                }
+            };
+            let state_text = current.get_str("state").map_err(|e| corrupt("job", e))?;
+            let state = parse_state(state_text).ok_or_else(|| corrupt("job state", state_text))?;
+            let mut change = doc! {
+                "$push": { "history": entry.clone() },
+                "$max": { "attempts": attempt, "updated_at": at },
+            };
+            if advances(state, update.state) {
+                let mut set = doc! { "state": update.state.as_str() };
+                if let Some(backend) = &update.backend_id {
+                    set.insert("backend_id", backend.as_str());
+                }
+                change.insert("$set", set);
+            }
+            let outcome = jobs
+                .update_one(doc! { "_id": &job_id, "state": state_text }, change)
+                .await
+                .map_err(unavailable)?;
+            if outcome.matched_count == 1 {
+                return Ok(());
+            }
+        }
+        Err(StoreError::Unavailable {
+            backend: BACKEND,
+            message: format!("job {job_id} changed state under every attempt to update it"),
+        })
+    }
+
+    async fn result(&self, job_id: JobId) -> Result<Option<ResultDocument>, StoreError> {
+        self.collection("results")
+            .find_one(doc! { "_id": job_id.to_string() })
+            .await
+            .map_err(unavailable)?
+            .map(|d| embedded("result", d))
+            .transpose()
+    }
+
+    async fn job(&self, job_id: JobId) -> Result<Option<JobRecord>, StoreError> {
+        match self
+            .collection("jobs")
+            .find_one(doc! { "_id": job_id.to_string() })
+            .await
+            .map_err(unavailable)?
+        {
+            Some(document) => Ok(Some(self.load_job(document).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<JobRecord>, StoreError> {
+        let mut query = doc! {};
+        if let Some(tenant) = &filter.tenant_id {
+            query.insert("tenant_id", tenant.as_str());
+        }
+        if let Some(state) = filter.state {
+            query.insert("state", state.as_str());
+        }
+        if let Some(before) = filter.updated_before {
+            query.insert("updated_at", doc! { "$lt": date(before) });
+        }
+        let documents: Vec<Document> = self
+            .collection("jobs")
+            .find(query)
+            .sort(doc! { "updated_at": -1, "_id": -1 })
+            .limit(i64::try_from(filter.limit).unwrap_or(i64::MAX))
+            .await
+            .map_err(unavailable)?
+            .try_collect()
+            .await
+            .map_err(unavailable)?;
+        let mut jobs = Vec::with_capacity(documents.len());
+        for document in documents {
+            jobs.push(self.load_job(document).await?);
+        }
+        Ok(jobs)
+    }
+
+    async fn usage_of_job(&self, job_id: JobId) -> Result<Vec<UsageEvent>, StoreError> {
+        let documents: Vec<Document> = self
+            .collection("usage_events")
+            .find(doc! { "job_id": job_id.to_string() })
+            .sort(doc! { "_id": 1 })
+            .await
+            .map_err(unavailable)?
+            .try_collect()
+            .await
+            .map_err(unavailable)?;
+        documents
+            .into_iter()
+            .map(|d| embedded("usage event", d))
+            .collect()
+    }
+
+    async fn spend(&self, tenant_id: &TenantId, period: Period) -> Result<Micros, StoreError> {
+        let query = match period {
+            Period::Day(day) => doc! { "_id": format!("{}|{}", tenant_id.as_str(), day_key(day)) },
+            Period::Month { .. } => {
+                let prefix = period.day_prefix();
+                // Day keys are `YYYY-MM-DD`: the month's are the strings in [prefix, prefix~).
+                doc! {
+                    "tenant_id": tenant_id.as_str(),
+                    "day": { "$gte": &prefix, "$lt": format!("{prefix}~") },
+                }
+            }
+        };
+        let buckets: Vec<Document> = self
+            .collection("spend")
+            .find(query)
+            .projection(doc! { "cost_micros": 1 })
+            .await
+            .map_err(unavailable)?
+            .try_collect()
+            .await
+            .map_err(unavailable)?;
+        let mut total = Micros::ZERO;
+        for bucket in buckets {
+            let cost = bucket
+                .get_i64("cost_micros")
+                .map_err(|e| corrupt("spend", e))?;
+            total = total
+                .checked_add(Micros(cost))
+                .ok_or_else(|| corrupt("spend", "total overflows"))?;
+        }
+        Ok(total)
+    }
+
+    async fn volume_per_minute(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<MinuteVolume>, StoreError> {
+        let rows: Vec<Document> = self
+            .collection("results")
+            .aggregate([
+                doc! { "$match": { "finished_at": { "$gte": date(since), "$lt": date(until) } } },
+                doc! { "$group": {
+                    "_id": { "minute": "$minute", "status": "$status" },
+                    "n": { "$sum": 1 },
+                } },
+            ])
+            .await
+            .map_err(unavailable)?
+            .try_collect()
+            .await
+            .map_err(unavailable)?;
+        let mut minutes: std::collections::BTreeMap<String, MinuteVolume> = Default::default();
+        for row in rows {
+            let key = row.get_document("_id").map_err(|e| corrupt("volume", e))?;
+            let minute = key.get_str("minute").map_err(|e| corrupt("volume", e))?;
+            let failed = key.get_str("status").is_ok_and(|s| s == "failed");
+            let n = match row.get("n") {
+                Some(Bson::Int32(n)) => u64::try_from(*n).unwrap_or(0),
+                Some(Bson::Int64(n)) => u64::try_from(*n).unwrap_or(0),
+                _ => return Err(corrupt("volume", "count is not an integer")),
+            };
+            let entry = minutes
+                .entry(minute.to_owned())
+                .or_insert_with(|| MinuteVolume {
+                    minute: minute.to_owned(),
+                    succeeded: 0,
+                    failed: 0,
+                });
+            if failed {
+                entry.failed += n;
+            } else {
+                entry.succeeded += n;
+            }
+        }
+        Ok(minutes.into_values().collect())
+    }
+
+    async fn latency_by_backend(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<LatencyStats>, StoreError> {
+        // Percentiles are computed here: `$percentile` needs MongoDB 7 and FerretDB lacks it.
+        let rows: Vec<Document> = self
+            .collection("results")
+            .find(doc! {
+                "finished_at": { "$gte": date(since), "$lt": date(until) },
+                "backend_id": { "$exists": true },
+            })
+            .projection(doc! { "backend_id": 1, "latency_ms": 1 })
+            .sort(doc! { "backend_id": 1 })
+            .await
+            .map_err(unavailable)?
+            .try_collect()
+            .await
+            .map_err(unavailable)?;
+        let mut pairs = Vec::with_capacity(rows.len());
+        for row in rows {
+            let backend = row
+                .get_str("backend_id")
+                .map_err(|e| corrupt("result", e))?;
+            let latency = row
+                .get_i64("latency_ms")
+                .map_err(|e| corrupt("result", e))?;
+            pairs.push((backend.to_owned(), u64::try_from(latency).unwrap_or(0)));
+        }
+        pairs.sort();
+        group_latencies(pairs.into_iter())
+    }
+
+    async fn cost_by_tenant_model_day(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<CostRow>, StoreError> {
+        // Two pipelines of one accumulator each: FerretDB 1.24 computes only the first
+        // accumulator of a `$group` (the others come back 0), and both work on MongoDB.
+        let costs = self
+            .group_usage(since, until, doc! { "$sum": "$cost_micros" })
+            .await?;
+        let counts = self.group_usage(since, until, doc! { "$sum": 1 }).await?;
+        let mut out = Vec::with_capacity(costs.len());
+        for ((tenant, model, day), cost) in costs {
+            let events = counts
+                .get(&(tenant.clone(), model.clone(), day.clone()))
+                .copied()
+                .unwrap_or(0);
+            out.push(CostRow {
+                tenant_id: TenantId::new(tenant).map_err(|e| corrupt("tenant id", e))?,
+                model,
+                day,
+                cost_micros: Micros(cost),
+                events: u64::try_from(events).unwrap_or(0),
+            });
+        }
+        out.sort_by(|a, b| {
+            (&a.day, a.tenant_id.as_str(), &a.model).cmp(&(&b.day, b.tenant_id.as_str(), &b.model))
+        });
+        Ok(out)
+    }
+
+    async fn enqueue_webhook(&self, delivery: &WebhookDelivery) -> Result<Written, StoreError> {
+        match self
+            .collection("webhooks")
+            .insert_one(doc! {
+                "_id": &delivery.webhook_id,
+                "state": delivery.state.as_str(),
+                "next_at": date(delivery.next_attempt_at),
+                "doc": to_doc(delivery)?,
+            })
+            .await
+        {
+            Ok(_) => Ok(Written::New),
+            Err(error) if is_duplicate_key(&error) => Ok(Written::Unchanged),
+            Err(error) => Err(unavailable(error)),
+        }
+    }
+
+    async fn claim_due_webhooks(
+        &self,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<WebhookDelivery>, StoreError> {
+        let webhooks = self.collection("webhooks");
+        let lease_end =
+            now + chrono::Duration::from_std(lease).unwrap_or_else(|_| chrono::Duration::hours(1));
+        let mut claimed = Vec::new();
+        // One findAndModify per delivery: each claim is atomic, so two dispatchers never
+        // take the same delivery.
+        while claimed.len() < limit {
+            let Some(document) = webhooks
+                .find_one_and_update(
+                    doc! { "state": WebhookState::Pending.as_str(), "next_at": { "$lte": date(now) } },
+                    doc! { "$set": {
+                        "next_at": date(lease_end),
+                        "doc.next_attempt_at": lease_end.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                    } },
+                )
+                .sort(doc! { "next_at": 1 })
+                .return_document(ReturnDocument::After)
+                .await
+                .map_err(unavailable)?
+            else {
+                break;
+            };
+            claimed.push(embedded("webhook", document)?);
+        }
+        Ok(claimed)
+    }
+
+    async fn record_webhook_attempt(
+        &self,
+        webhook_id: &str,
+        attempt: &WebhookAttempt,
+    ) -> Result<(), StoreError> {
+        let webhooks = self.collection("webhooks");
+        let Some(document) = webhooks
+            .find_one(doc! { "_id": webhook_id })
+            .await
+            .map_err(unavailable)?
+        else {
+            return Err(corrupt("webhook", format!("no delivery {webhook_id}")));
+        };
+        let mut delivery: WebhookDelivery = embedded("webhook", document)?;
+        apply_attempt(&mut delivery, attempt);
+        webhooks
+            .replace_one(
+                doc! { "_id": webhook_id },
+                doc! {
+                    "_id": webhook_id,
+                    "state": delivery.state.as_str(),
+                    "next_at": date(delivery.next_attempt_at),
+                    "doc": to_doc(&delivery)?,
+                },
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn webhook(&self, webhook_id: &str) -> Result<Option<WebhookDelivery>, StoreError> {
+        self.collection("webhooks")
+            .find_one(doc! { "_id": webhook_id })
+            .await
+            .map_err(unavailable)?
+            .map(|d| embedded("webhook", d))
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_never_echo_the_uri_or_its_password() {
+        let uri = "mongodb://app:s3cret@db.internal:27017/?tls=maybe";
+        let text = format!("invalid option in {uri}; password s3cret rejected");
+        let redacted = redact(&text, uri);
+        assert!(!redacted.contains("s3cret"), "{redacted}");
+        assert!(!redacted.contains("db.internal"), "{redacted}");
+    }
+}
