@@ -1,5 +1,7 @@
 //! `switchyard`: the one binary. Subcommands arrive with the issues that build them.
 
+mod jobs;
+
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -30,6 +32,14 @@ enum Command {
         #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
         max_bytes: usize,
     },
+    /// What the store knows about jobs.
+    Jobs {
+        /// The config file; defaults (the embedded store) apply when absent.
+        #[arg(long, short, env = "SWITCHYARD_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: jobs::JobsCommand,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -54,6 +64,9 @@ fn main() -> ExitCode {
         Command::Config {
             command: ConfigCommand::Check { config },
         } => config_check(config.as_deref()),
+        Command::Jobs { config, command } => Config::load(config.as_deref())
+            .map_err(anyhow::Error::from)
+            .and_then(|config| jobs::run(&config, command)),
     };
     match result {
         Ok(code) => code,
