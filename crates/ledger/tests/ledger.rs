@@ -44,8 +44,9 @@ fn unique(prefix: &str) -> String {
 }
 
 async fn embedded() -> EmbeddedStore {
-    let dir = std::env::temp_dir().join(unique("switchyard-ledger"));
-    let store = EmbeddedStore::open(&dir.join("store.sqlite3")).unwrap();
+    // In memory: nothing left behind; the file, WAL and a second reader are exercised by the
+    // CLI's `jobs` test.
+    let store = EmbeddedStore::in_memory().unwrap();
     store.init().await.unwrap();
     store
 }
