@@ -13,6 +13,7 @@
 //!
 //! Architecture invariant: only this crate knows Kafka or SQS.
 
+pub mod any;
 pub mod headers;
 pub mod kafka;
 pub mod memory;

@@ -267,6 +267,13 @@ impl KafkaBus {
             .set("auto.offset.reset", "earliest")
             .set("max.poll.interval.ms", "900000")
             .set("partition.assignment.strategy", "cooperative-sticky");
+        // A new group starts at the beginning, so no queued job is skipped; a configured reset
+        // policy (tests on shared topics, replaying tools) still wins.
+        for (key, value) in &self.inner.settings.properties {
+            if key == "auto.offset.reset" {
+                config.set(key, value);
+            }
+        }
         config
     }
 
