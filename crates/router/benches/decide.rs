@@ -72,6 +72,7 @@ fn bench(c: &mut Criterion) {
     let plan = |p: &str| PlanName::new(p).unwrap_or_else(|e| panic!("{e}"));
     let policy = Policy {
         version: "bench".into(),
+        budgets: Vec::new(),
         rules: vec![
             rule(
                 "legal",

@@ -15,6 +15,31 @@ use switchyard_core::{BackendId, PlanName, QueueName, TenantId, Tier};
 pub struct Policy {
     pub version: String,
     pub rules: Vec<Rule>,
+    /// Spend limits; a tenant's own budget wins over its plan's.
+    pub budgets: Vec<Budget>,
+}
+
+/// A spend limit for a tenant or for every tenant of a plan.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Budget {
+    pub scope: BudgetScope,
+    pub daily_usd: Option<Decimal>,
+    pub monthly_usd: Option<Decimal>,
+    pub on_exceed: OnExceed,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BudgetScope {
+    Tenant(TenantId),
+    Plan(PlanName),
+}
+
+/// What happens to a job that its backend's cost would take over budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnExceed {
+    /// Route to the cheapest backend the remaining budget still covers, or reject.
+    Downgrade,
+    Reject,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -141,23 +166,24 @@ pub fn decide(
     };
     let serves = |b: &&BackendState| b.tasks.contains(&job.task);
 
-    // A job may pin a backend; it still has to serve the task and be healthy.
+    // A job may pin a backend; it still has to serve the task, be healthy and keep within the
+    // limits (the job's own budget included).
     if let Some(pinned) = &job.pinned {
         if let Some(backend) = backends.iter().filter(serves).find(|b| &b.id == pinned) {
-            if backend.health == Health::Ok {
-                return Ok(choice(
-                    backend,
-                    rule,
-                    Strategy::Pinned,
-                    format!("pinned by the job to {pinned}"),
-                    &rule.fallbacks,
-                ));
+            match refusal(backend, &limits) {
+                None => {
+                    return Ok(choice(
+                        backend,
+                        rule,
+                        Strategy::Pinned,
+                        format!("pinned by the job to {pinned}"),
+                        &rule.fallbacks,
+                    ));
+                }
+                Some(why) => {
+                    let _ = write!(trace, "job pinned {pinned} but it {why}; ");
+                }
             }
-            let _ = write!(
-                trace,
-                "job pinned {pinned} but it is {:?}; ",
-                backend.health
-            );
         } else {
             let _ = write!(
                 trace,
@@ -476,6 +502,7 @@ mod tests {
         Policy {
             version: "test-1".into(),
             rules,
+            budgets: Vec::new(),
         }
     }
 

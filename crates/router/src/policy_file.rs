@@ -12,7 +12,9 @@ use switchyard_core::config::Backend;
 use switchyard_core::contracts::TaskKind;
 use switchyard_core::{BackendId, PlanName, TenantId, Tier};
 
-use crate::policy::{Constraints, Match, Policy, Rule, RuleStrategy};
+use crate::policy::{
+    Budget, BudgetScope, Constraints, Match, OnExceed, Policy, Rule, RuleStrategy,
+};
 
 /// The policy shipped with the project (`config/policy.toml`).
 pub const DEFAULT_POLICY_TOML: &str = include_str!("../../../config/policy.toml");
@@ -30,6 +32,36 @@ struct RawPolicy {
     /// Recorded in every decision.
     version: String,
     rules: Vec<RawRule>,
+    /// Spend limits per tenant or plan.
+    #[serde(default)]
+    budgets: Vec<RawBudget>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBudget {
+    /// Exactly one of `tenant` and `plan`.
+    #[serde(default)]
+    tenant: Option<String>,
+    #[serde(default)]
+    plan: Option<String>,
+    /// USD per UTC day, a decimal string.
+    #[serde(default)]
+    daily_usd: Option<Decimal>,
+    /// USD per UTC calendar month.
+    #[serde(default)]
+    monthly_usd: Option<Decimal>,
+    /// `downgrade` (default) or `reject`.
+    #[serde(default)]
+    on_exceed: RawOnExceed,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum RawOnExceed {
+    #[default]
+    Downgrade,
+    Reject,
 }
 
 #[derive(Debug, Deserialize)]
@@ -243,10 +275,51 @@ pub fn load_policy(text: &str, origin: &str, catalog: &[Backend]) -> Result<Poli
             honor_hints: rule.honor_hints,
         });
     }
+    let mut budgets = Vec::new();
+    for (i, budget) in raw.budgets.into_iter().enumerate() {
+        let key = |field: &str| format!("budgets[{i}].{field}");
+        let scope = match (&budget.tenant, &budget.plan) {
+            (Some(tenant), None) => TenantId::new(tenant.as_str())
+                .map(BudgetScope::Tenant)
+                .map_err(|e| format!("`{}`: {e}", key("tenant"))),
+            (None, Some(plan)) => PlanName::new(plan.as_str())
+                .map(BudgetScope::Plan)
+                .map_err(|e| format!("`{}`: {e}", key("plan"))),
+            (Some(_), Some(_)) | (None, None) => Err(format!(
+                "`budgets[{i}]`: name exactly one of `tenant` and `plan`"
+            )),
+        };
+        if budget.daily_usd.is_none() && budget.monthly_usd.is_none() {
+            problems.push(format!(
+                "`budgets[{i}]`: set `daily_usd`, `monthly_usd` or both"
+            ));
+        }
+        for (field, limit) in [
+            ("daily_usd", budget.daily_usd),
+            ("monthly_usd", budget.monthly_usd),
+        ] {
+            if limit.is_some_and(|l| l < Decimal::ZERO) {
+                problems.push(format!("`{}`: must not be negative", key(field)));
+            }
+        }
+        match scope {
+            Ok(scope) => budgets.push(Budget {
+                scope,
+                daily_usd: budget.daily_usd,
+                monthly_usd: budget.monthly_usd,
+                on_exceed: match budget.on_exceed {
+                    RawOnExceed::Downgrade => OnExceed::Downgrade,
+                    RawOnExceed::Reject => OnExceed::Reject,
+                },
+            }),
+            Err(problem) => problems.push(problem),
+        }
+    }
     if problems.is_empty() {
         Ok(Policy {
             version: raw.version,
             rules,
+            budgets,
         })
     } else {
         Err(fail(problems))

@@ -1,0 +1,391 @@
+//! The router worker: reads the tier queues by weight, decides, republishes.
+//!
+//! One [`Router`] is the runtime's handler for `switchyard.job/v1`. Per job: the facts and the
+//! catalog's estimates, live state folded in, the tenant's spend (cached briefly), the
+//! decision within budget, then the routed job (`switchyard.routed/v1`) published to the chosen
+//! backend's queue — keyed by tenant, trace context carried on — before the job is acked. No
+//! route or an exhausted budget dead-letters the job with the reason and the rule trace.
+//!
+//! The policy is behind a [`PolicyHandle`]: a reload validates the new file first and keeps
+//! the old policy, with the errors, when it is invalid.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use chrono::Utc;
+use rust_decimal::Decimal;
+use switchyard_bus::runtime::{Failure, Handler, JobContext};
+use switchyard_bus::{Bus, Outgoing, headers};
+use switchyard_core::config::Backend;
+use switchyard_core::contracts::{
+    self, Decision, ErrorClass, JobEnvelope, RoutedJob, RoutedSchema, Task,
+};
+use switchyard_core::rates::RatesTable;
+use switchyard_core::{BackendId, PlanName, QueueName, TenantId};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::budget::{self, Spent};
+use crate::estimate;
+use crate::live::LiveState;
+use crate::policy::{JobFacts, Policy};
+use crate::policy_file::{PolicyError, load_policy};
+
+/// Where the router learns what a tenant spent: the ledger's spend totals in production.
+pub trait SpendSource: Send + Sync + 'static {
+    fn spent(&self, tenant: &TenantId) -> impl Future<Output = Result<Spent, String>> + Send;
+}
+
+/// No spend source: budgets are never binding (for tests and stores without totals).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoSpend;
+
+impl SpendSource for NoSpend {
+    async fn spent(&self, _tenant: &TenantId) -> Result<Spent, String> {
+        Err("no spend source configured".to_owned())
+    }
+}
+
+/// The current policy, swappable while jobs are being routed.
+#[derive(Debug)]
+pub struct PolicyHandle {
+    current: RwLock<Arc<Policy>>,
+    source: Option<PathBuf>,
+    modified: Mutex<Option<SystemTime>>,
+}
+
+impl PolicyHandle {
+    pub fn new(policy: Policy, source: Option<PathBuf>) -> PolicyHandle {
+        let modified = source.as_deref().and_then(modified_at);
+        PolicyHandle {
+            current: RwLock::new(Arc::new(policy)),
+            source,
+            modified: Mutex::new(modified),
+        }
+    }
+
+    pub fn current(&self) -> Arc<Policy> {
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Loads the policy file again; an invalid one leaves the current policy in place.
+    pub fn reload(&self, catalog: &[Backend]) -> Result<Option<String>, PolicyError> {
+        let Some(path) = &self.source else {
+            return Ok(None);
+        };
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|error| PolicyError {
+            origin: origin.clone(),
+            problems: vec![format!("cannot read the file: {error}")],
+        })?;
+        let policy = load_policy(&text, &origin, catalog)?;
+        let version = policy.version.clone();
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(policy);
+        Ok(Some(version))
+    }
+
+    /// Reloads when the file changed since the last look.
+    pub fn reload_if_changed(&self, catalog: &[Backend]) -> Result<Option<String>, PolicyError> {
+        let Some(path) = &self.source else {
+            return Ok(None);
+        };
+        let now = modified_at(path);
+        {
+            let mut seen = lock(&self.modified);
+            if *seen == now {
+                return Ok(None);
+            }
+            *seen = now;
+        }
+        self.reload(catalog)
+    }
+}
+
+/// A poisoned lock only means a panic elsewhere mid-update of plain data; keep going.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn modified_at(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// Router settings.
+#[derive(Clone, Debug)]
+pub struct RouterSettings {
+    /// How long a tenant's spend is reused before the ledger is asked again.
+    pub spend_ttl: Duration,
+}
+
+impl Default for RouterSettings {
+    fn default() -> Self {
+        RouterSettings {
+            spend_ttl: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The router's handler.
+pub struct Router<B, S> {
+    bus: B,
+    catalog: Arc<[Backend]>,
+    rates: Arc<RatesTable>,
+    policy: Arc<PolicyHandle>,
+    live: Arc<Mutex<LiveState>>,
+    spend: S,
+    spend_cache: Mutex<HashMap<TenantId, (Instant, Spent)>>,
+    settings: RouterSettings,
+}
+
+impl<B, S> std::fmt::Debug for Router<B, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("backends", &self.catalog.len())
+            .field("policy", &self.policy.current().version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: Bus, S: SpendSource> Router<B, S> {
+    pub fn new(
+        bus: B,
+        catalog: Arc<[Backend]>,
+        rates: Arc<RatesTable>,
+        policy: Arc<PolicyHandle>,
+        live: Arc<Mutex<LiveState>>,
+        spend: S,
+        settings: RouterSettings,
+    ) -> Router<B, S> {
+        Router {
+            bus,
+            catalog,
+            rates,
+            policy,
+            live,
+            spend,
+            spend_cache: Mutex::new(HashMap::new()),
+            settings,
+        }
+    }
+
+    /// Every backend queue, for `ensure` at start-up.
+    pub fn backend_queues(&self) -> Vec<QueueName> {
+        self.catalog.iter().map(|b| b.queue.clone()).collect()
+    }
+
+    async fn spent(&self, tenant: &TenantId, plan: &PlanName, policy: &Policy) -> Option<Spent> {
+        budget::budget_for(&policy.budgets, tenant, plan)?;
+        let cached = lock(&self.spend_cache)
+            .get(tenant)
+            .filter(|(at, _)| at.elapsed() < self.settings.spend_ttl)
+            .map(|(_, spent)| *spent);
+        if cached.is_some() {
+            return cached;
+        }
+        match self.spend.spent(tenant).await {
+            Ok(spent) => {
+                lock(&self.spend_cache).insert(tenant.clone(), (Instant::now(), spent));
+                Some(spent)
+            }
+            Err(error) => {
+                // Routing goes on without the budget rather than stopping every tenant.
+                warn!(message = "Cannot read spend; routing without the budget check.", tenant_id = %tenant, %error);
+                None
+            }
+        }
+    }
+}
+
+/// A rough token budget for the estimate: what the job asks for.
+fn max_tokens(task: &Task) -> Option<u32> {
+    match task {
+        Task::Chat(t) => t.params.max_tokens,
+        Task::Summarize(t) => t.params.max_tokens,
+        Task::Classify(t) => t.params.max_tokens,
+        Task::Detect(_) | Task::Multi(_) => None,
+    }
+}
+
+impl<B: Bus, S: SpendSource> Handler for Router<B, S> {
+    type Message = JobEnvelope;
+
+    async fn handle(&self, job: JobEnvelope, context: JobContext) -> Result<(), Failure> {
+        if let Task::Multi(_) = job.task {
+            // Fan-out needs the durable join in the store; until then such jobs are refused
+            // visibly rather than half-served.
+            return Err(Failure::reject(
+                ErrorClass::NoRoute,
+                "multi-model (fan-out) jobs are not routed by this version of the router",
+            ));
+        }
+        let policy = self.policy.current();
+        let facts = JobFacts::from_job(&job);
+        let mut states =
+            estimate::backend_states(&self.catalog, &self.rates, &facts, max_tokens(&job.task));
+        lock(&self.live).apply(&mut states, Instant::now());
+        let spent = self.spent(&job.tenant_id, &job.plan, &policy).await;
+        let choice = budget::route(&facts, &policy, &states, spent).map_err(|refusal| {
+            info!(message = "Job not routed.", job_id = %job.job_id, tenant_id = %job.tenant_id, class = %refusal.class, reason = %refusal.reason);
+            Failure::reject(refusal.class, refusal.reason)
+        })?;
+        debug!(message = "Routed.", job_id = %job.job_id, backend = %choice.backend_id, rule = %choice.rule);
+        let queue = choice.queue.clone();
+        let routed = RoutedJob {
+            schema: RoutedSchema,
+            decision: Decision {
+                backend_id: choice.backend_id,
+                queue: choice.queue,
+                rule: choice.rule,
+                strategy: choice.strategy,
+                reason: choice.reason,
+                // The contract carries at most 12 decimals; round up so it never understates.
+                estimated_cost_usd: choice
+                    .estimated_cost_usd
+                    .round_dp_with_strategy(12, rust_decimal::RoundingStrategy::AwayFromZero)
+                    .normalize(),
+                estimated_latency_ms: choice.estimated_latency_ms,
+                fallbacks: choice.fallbacks,
+                policy_version: policy.version.clone(),
+                decided_at: Utc::now(),
+            },
+            parent: None,
+            job,
+        };
+        let mut message = Outgoing::new(contracts::encode(&routed))
+            .with_key(routed.job.tenant_id.as_str())
+            .with_header(headers::CONTENT_TYPE, "application/json");
+        message.headers.extend(context.outgoing_headers());
+        self.bus
+            .publish(&queue, message)
+            .await
+            .map_err(|error| Failure::Retry(format!("publishing to {queue}: {error}")))
+    }
+}
+
+/// Polls the policy file for changes (and reloads on SIGHUP) until `shutdown`.
+pub async fn watch_policy(
+    policy: Arc<PolicyHandle>,
+    catalog: Arc<[Backend]>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        #[cfg(unix)]
+        let forced = async {
+            match hangup.as_mut() {
+                Some(signal) => signal.recv().await.is_some(),
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let forced = std::future::pending::<bool>();
+        let result = tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = forced => policy.reload(&catalog),
+            () = tokio::time::sleep(every) => policy.reload_if_changed(&catalog),
+        };
+        match result {
+            Ok(Some(version)) => info!(message = "Policy reloaded.", version = %version),
+            Ok(None) => {}
+            Err(error) => {
+                warn!(message = "Rejected the new policy; keeping the current one.", %error);
+            }
+        }
+    }
+}
+
+/// Feeds queue depths of every backend into `live` every `every`, until `shutdown`.
+pub async fn watch_depths<B: Bus>(
+    bus: B,
+    backends: Vec<(BackendId, QueueName)>,
+    live: Arc<Mutex<LiveState>>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        for (backend, queue) in &backends {
+            match bus.depth(queue).await {
+                Ok(depth) => lock(&live).observe_depth(backend, depth.ready),
+                Err(error) => {
+                    debug!(message = "Cannot read queue depth.", %error, queue = %queue);
+                }
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+/// Spend in USD from micro-dollar totals.
+pub fn spent_from_micros(day: i64, month: i64) -> Spent {
+    Spent {
+        day: Decimal::new(day, 6),
+        month: Decimal::new(month, 6),
+    }
+}
+
+/// Feeds finished jobs (lifecycle events on `topic`) into `live`, until `shutdown`: a success
+/// is a latency sample, a failure on a backend counts against its breaker.
+pub async fn watch_outcomes<B: Bus>(
+    bus: B,
+    topic: QueueName,
+    group: &str,
+    live: Arc<Mutex<LiveState>>,
+    shutdown: CancellationToken,
+) -> Result<(), switchyard_bus::BusError> {
+    use switchyard_bus::{Consumer as _, Delivery as _};
+    use switchyard_core::contracts::{JobState, LifecycleEvent};
+
+    let mut consumer = bus.consume(&topic, group).await?;
+    loop {
+        let delivery = tokio::select! {
+            () = shutdown.cancelled() => break,
+            next = consumer.next() => match next {
+                Ok(Some(delivery)) => delivery,
+                Ok(None) => break,
+                Err(error) => {
+                    warn!(message = "Cannot read outcomes.", %error);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            },
+        };
+        match contracts::decode::<LifecycleEvent>(
+            delivery.body(),
+            contracts::DEFAULT_MAX_MESSAGE_BYTES,
+        ) {
+            Ok(event) => {
+                let outcome = match (event.state, event.latency_ms) {
+                    (JobState::Succeeded, Some(latency)) => Some(Ok(latency)),
+                    (JobState::Failed | JobState::DeadLettered, _) => Some(Err(())),
+                    _ => None,
+                };
+                if let (Some(backend), Some(outcome)) = (&event.backend_id, outcome) {
+                    lock(&live).observe(backend, outcome, Instant::now());
+                }
+            }
+            Err(error) => debug!(message = "Ignoring an undecodable outcome.", %error),
+        }
+        // Observations are advisory: losing one on a crash changes an estimate, nothing more.
+        if let Err(error) = delivery.ack().await {
+            debug!(message = "Cannot ack an outcome.", %error);
+        }
+    }
+    consumer.close().await;
+    Ok(())
+}

@@ -1,0 +1,265 @@
+//! The router worker end to end over the in-process bus: tier queues in, routed jobs out on
+//! the backend queues, dead letters for what cannot be routed, budgets and policy reloads.
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers: failing loudly is the point"
+)]
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use switchyard_bus::memory::MemoryBus;
+use switchyard_bus::runtime::{self, Counters, Settings};
+use switchyard_bus::scheduler::WeightedConsumer;
+use switchyard_bus::{Bus, Consumer, Delivery, Outgoing, headers};
+use switchyard_core::config::Config;
+use switchyard_core::contracts::{self, DeadLetter, ErrorClass, JobEnvelope, RoutedJob};
+use switchyard_core::{JobId, TenantId, Tier};
+use switchyard_router::budget::Spent;
+use switchyard_router::estimate::backend_states;
+use switchyard_router::live::LiveState;
+use switchyard_router::policy::JobFacts;
+use switchyard_router::policy_file::{DEFAULT_POLICY_TOML, load_policy};
+use switchyard_router::worker::{PolicyHandle, Router, RouterSettings, SpendSource};
+use tokio_util::sync::CancellationToken;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn config() -> Config {
+    let text = std::fs::read_to_string(root().join("switchyard.example.toml")).unwrap();
+    Config::from_parts(&text, "example", &[], Some(&root())).unwrap()
+}
+
+fn example(name: &str) -> JobEnvelope {
+    let bytes = std::fs::read(root().join("schemas/examples/valid").join(name)).unwrap();
+    let mut job: JobEnvelope = contracts::decode(&bytes, 1 << 20).unwrap();
+    job.job_id = JobId::new();
+    job
+}
+
+/// A spend source that says every tenant spent `day` dollars today.
+#[derive(Clone)]
+struct FixedSpend(&'static str);
+
+impl SpendSource for FixedSpend {
+    async fn spent(&self, _tenant: &TenantId) -> Result<Spent, String> {
+        let day = self.0.parse().unwrap();
+        Ok(Spent { day, month: day })
+    }
+}
+
+struct Running {
+    bus: MemoryBus,
+    policy: Arc<PolicyHandle>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn start(policy_text: &str, policy_file: Option<PathBuf>, spend: FixedSpend) -> Running {
+    let config = config();
+    let bus = MemoryBus::default();
+    let policy = load_policy(policy_text, "test", &config.backends).unwrap();
+    let policy = Arc::new(PolicyHandle::new(policy, policy_file));
+    let router = Router::new(
+        bus.clone(),
+        config.backends.clone().into(),
+        Arc::new(config.rates.clone()),
+        policy.clone(),
+        Arc::new(Mutex::new(LiveState::default())),
+        spend,
+        RouterSettings::default(),
+    );
+    let mut queues: Vec<_> = Tier::ALL.iter().map(|t| t.queue()).collect();
+    queues.extend(router.backend_queues());
+    bus.ensure(&queues).await.unwrap();
+    let mut consumers = Vec::new();
+    for tier in Tier::ALL {
+        let weight = config.tier_weights.get(&tier).copied().unwrap_or(1);
+        consumers.push((weight, bus.consume(&tier.queue(), "router").await.unwrap()));
+    }
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(runtime::run(
+        WeightedConsumer::new(consumers),
+        Arc::new(router),
+        Settings::default(),
+        Arc::new(Counters::default()),
+        shutdown.clone(),
+    ));
+    let task = tokio::spawn(async move {
+        task.await.unwrap().unwrap();
+    });
+    Running {
+        bus,
+        policy,
+        shutdown,
+        task,
+    }
+}
+
+async fn submit(bus: &MemoryBus, job: &JobEnvelope) {
+    let message = Outgoing::new(contracts::encode(job))
+        .with_key(job.tenant_id.as_str())
+        .with_header(
+            headers::TRACEPARENT,
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        );
+    bus.publish(&job.priority.queue(), message).await.unwrap();
+}
+
+async fn next_on<T: contracts::Contract>(
+    bus: &MemoryBus,
+    queue: &switchyard_core::QueueName,
+) -> (T, switchyard_bus::Headers) {
+    let mut consumer = bus.consume(queue, "test").await.unwrap();
+    let delivery = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+        .await
+        .expect("nothing arrived within 10 s")
+        .unwrap()
+        .unwrap();
+    let message = contracts::decode(delivery.body(), 1 << 20).unwrap();
+    let headers = delivery.headers().clone();
+    delivery.ack().await.unwrap();
+    (message, headers)
+}
+
+#[tokio::test]
+async fn jobs_are_routed_to_the_backend_the_policy_chooses() {
+    let running = start(DEFAULT_POLICY_TOML, None, FixedSpend("0")).await;
+    let config = config();
+    let policy = load_policy(DEFAULT_POLICY_TOML, "test", &config.backends).unwrap();
+    for name in [
+        "job.chat.json",
+        "job.detect-inline.json",
+        "job.classify.json",
+    ] {
+        let job = example(name);
+        // What the pure decision says for the same inputs, with no live state yet.
+        let facts = JobFacts::from_job(&job);
+        let states = backend_states(&config.backends, &config.rates, &facts, None);
+        let expected = switchyard_router::budget::route(&facts, &policy, &states, None).unwrap();
+        submit(&running.bus, &job).await;
+        let (routed, headers): (RoutedJob, _) = next_on(&running.bus, &expected.queue).await;
+        assert_eq!(routed.job, job, "{name}: the job travels unchanged");
+        assert_eq!(routed.decision.backend_id, expected.backend_id, "{name}");
+        assert_eq!(routed.decision.rule, expected.rule, "{name}");
+        assert_eq!(routed.decision.policy_version, policy.version);
+        assert!(
+            routed
+                .decision
+                .reason
+                .contains(expected.backend_id.as_str())
+        );
+        assert_eq!(
+            headers.get(headers::TRACEPARENT).map(String::as_str),
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            "trace context travels on"
+        );
+    }
+    running.shutdown.cancel();
+    running.task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_job_no_backend_can_serve_is_dead_lettered_with_the_rule_trace() {
+    let running = start(DEFAULT_POLICY_TOML, None, FixedSpend("0")).await;
+    let mut job = example("job.chat.json");
+    job.routing.max_cost_usd = Some("0".parse().unwrap());
+    submit(&running.bus, &job).await;
+    let dlq = job.priority.queue().dead_letter();
+    let (letter, _): (DeadLetter, _) = next_on(&running.bus, &dlq).await;
+    assert_eq!(letter.error_class, ErrorClass::NoRoute);
+    assert_eq!(letter.job_id, Some(job.job_id));
+    assert!(
+        letter.reason.contains("rule premium-plans"),
+        "{}",
+        letter.reason
+    );
+    assert!(letter.reason.contains("costs $"), "{}", letter.reason);
+
+    let mut multi = example("job.multi.json");
+    multi.priority = Tier::Batch;
+    submit(&running.bus, &multi).await;
+    let (letter, _): (DeadLetter, _) =
+        next_on(&running.bus, &Tier::Batch.queue().dead_letter()).await;
+    assert_eq!(letter.error_class, ErrorClass::NoRoute);
+    assert!(letter.reason.contains("fan-out"), "{}", letter.reason);
+    running.shutdown.cancel();
+    running.task.await.unwrap();
+}
+
+const BUDGETED: &str = r#"
+version = "budgeted-1"
+
+[[rules]]
+name = "premium"
+strategy = "most_accurate"
+
+[[budgets]]
+plan = "pro"
+daily_usd = "5.00"
+on_exceed = "reject"
+"#;
+
+#[tokio::test]
+async fn an_exhausted_budget_is_refused_with_the_reason() {
+    let running = start(BUDGETED, None, FixedSpend("4.999999")).await;
+    let job = example("job.chat.json");
+    submit(&running.bus, &job).await;
+    let (letter, _): (DeadLetter, _) =
+        next_on(&running.bus, &job.priority.queue().dead_letter()).await;
+    assert_eq!(letter.error_class, ErrorClass::BudgetExceeded);
+    assert!(
+        letter
+            .reason
+            .starts_with("tenant acme has $0.000001 left of its daily budget"),
+        "{}",
+        letter.reason
+    );
+    running.shutdown.cancel();
+    running.task.await.unwrap();
+}
+
+#[tokio::test]
+async fn an_invalid_policy_is_refused_on_reload_and_a_valid_one_takes_over() {
+    let dir = std::env::temp_dir().join(format!("switchyard-policy-{}", ulid::Ulid::new()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("policy.toml");
+    std::fs::write(&file, DEFAULT_POLICY_TOML).unwrap();
+    let running = start(DEFAULT_POLICY_TOML, Some(file.clone()), FixedSpend("0")).await;
+    let catalog = config().backends;
+
+    std::fs::write(
+        &file,
+        "version = \"broken\"\n[[rules]]\nname = \"x\"\nstrategy = \"pinned\"\n",
+    )
+    .unwrap();
+    let error = running.policy.reload(&catalog).unwrap_err();
+    assert!(
+        error.to_string().contains("a pinned rule needs `pin`"),
+        "{error}"
+    );
+    assert_eq!(running.policy.current().version, "default-2026-11-24");
+
+    std::fs::write(&file, BUDGETED.replace("budgeted-1", "budgeted-2")).unwrap();
+    assert_eq!(
+        running.policy.reload(&catalog).unwrap().as_deref(),
+        Some("budgeted-2")
+    );
+    let job = example("job.chat.json");
+    submit(&running.bus, &job).await;
+    let config = config();
+    let policy = running.policy.current();
+    let facts = JobFacts::from_job(&job);
+    let states = backend_states(&config.backends, &config.rates, &facts, None);
+    let expected = switchyard_router::budget::route(&facts, &policy, &states, None).unwrap();
+    let (routed, _): (RoutedJob, _) = next_on(&running.bus, &expected.queue).await;
+    assert_eq!(routed.decision.policy_version, "budgeted-2");
+    assert_eq!(routed.decision.rule, "premium");
+    running.shutdown.cancel();
+    running.task.await.unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
