@@ -1,7 +1,9 @@
 //! `switchyard`: the one binary. Subcommands arrive with the issues that build them.
 
 mod jobs;
+mod router;
 
+use std::future::Future;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -31,6 +33,14 @@ enum Command {
         /// Size limit in bytes, as the bus enforces it.
         #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
         max_bytes: usize,
+    },
+    /// Route jobs: read the tier queues, decide by policy, publish to the backends' queues.
+    Router {
+        /// The config file; defaults apply when absent.
+        #[arg(long, short, env = "SWITCHYARD_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        args: router::RouterArgs,
     },
     /// What the store knows about jobs.
     Jobs {
@@ -64,6 +74,9 @@ fn main() -> ExitCode {
         Command::Config {
             command: ConfigCommand::Check { config },
         } => config_check(config.as_deref()),
+        Command::Router { config, args } => {
+            serve(config.as_deref(), |config| router::run(config, args))
+        }
         Command::Jobs { config, command } => Config::load(config.as_deref())
             .map_err(anyhow::Error::from)
             .and_then(|config| jobs::run(&config, command)),
@@ -75,6 +88,32 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Runs a long-lived service: logs on stderr (`RUST_LOG`, JSON with `SWITCHYARD_LOG=json`),
+/// a multi-threaded runtime, exit status 0 after a graceful shutdown.
+fn serve<F, Fut>(config: Option<&Path>, service: F) -> anyhow::Result<ExitCode>
+where
+    F: FnOnce(Config) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let config = Config::load(config)?;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr);
+    if std::env::var("SWITCHYARD_LOG").is_ok_and(|v| v == "json") {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(service(config))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn validate(files: &[String], max_bytes: usize) -> anyhow::Result<ExitCode> {
