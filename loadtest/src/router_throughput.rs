@@ -1,0 +1,276 @@
+//! Jobs through the router: publish job envelopes to the tier queues, run the router worker
+//! (the same handler and runtime `switchyard router` runs), and time their arrival on the
+//! backend queues. Baseline in the same run: the same envelopes published to one queue and
+//! consumed straight off it (bus transit, decode and validation, no router), so the difference
+//! is what routing adds.
+//!
+//! `router-throughput --transport memory --jobs 200000`
+//! `router-throughput --transport memory --jobs 100000 --rate 10000` (added latency at 10k/s)
+//! `router-throughput --transport kafka --jobs 200000` (needs `SWITCHYARD_KAFKA_BROKERS`)
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::Utc;
+use clap::{Parser, ValueEnum};
+use futures_util::future::select_all;
+use switchyard_bus::kafka::{KafkaBus, KafkaSettings};
+use switchyard_bus::memory::MemoryBus;
+use switchyard_bus::runtime::{self, Counters, Settings};
+use switchyard_bus::scheduler::WeightedConsumer;
+use switchyard_bus::{Bus, Consumer, Delivery, Outgoing};
+use switchyard_core::config::Config;
+use switchyard_core::contracts::{self, JobEnvelope, RoutedJob};
+use switchyard_core::{JobId, QueueName, Tier};
+use switchyard_router::live::LiveState;
+use switchyard_router::policy_file::{DEFAULT_POLICY_TOML, load_policy};
+use switchyard_router::worker::{NoSpend, PolicyHandle, Router, RouterSettings};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Transport {
+    Memory,
+    Kafka,
+}
+
+#[derive(Debug, Parser)]
+struct Args {
+    #[arg(long, value_enum)]
+    transport: Transport,
+    #[arg(long, default_value_t = 100_000)]
+    jobs: usize,
+    /// Jobs per second to publish at; unlimited when absent.
+    #[arg(long)]
+    rate: Option<u64>,
+    /// The router's concurrency (jobs in flight).
+    #[arg(long, default_value_t = 256)]
+    concurrency: usize,
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+}
+
+const RUN: &str = "loadtest_run";
+const JOBS: [&str; 4] = [
+    "job.chat.json",
+    "job.classify.json",
+    "job.summarize.json",
+    "job.detect-s3.json",
+];
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    match args.transport {
+        Transport::Memory => run(MemoryBus::default(), &args).await,
+        Transport::Kafka => {
+            let brokers = std::env::var("SWITCHYARD_KAFKA_BROKERS")
+                .context("SWITCHYARD_KAFKA_BROKERS is not set (source deploy/local/env.sh)")?;
+            let mut settings = KafkaSettings::new(brokers);
+            settings.group_prefix = format!("loadtest-{}", ulid::Ulid::new());
+            run(KafkaBus::new(settings)?, &args).await
+        }
+    }
+}
+
+fn templates() -> anyhow::Result<Vec<JobEnvelope>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/examples/valid");
+    JOBS.iter()
+        .map(|name| {
+            let bytes = std::fs::read(dir.join(name))?;
+            let mut job: JobEnvelope = contracts::decode(&bytes, 1 << 20)?;
+            // Unpinned, so the policy decides every one.
+            job.routing.backend = None;
+            Ok(job)
+        })
+        .collect()
+}
+
+struct Phase {
+    elapsed: Duration,
+    latencies_us: Vec<u64>,
+}
+
+/// Publishes `n` jobs (tiers and templates round-robin) to `queue_of(job)`, paced by `rate`.
+async fn publish<B: Bus>(
+    bus: &B,
+    args: &Args,
+    run_id: &str,
+    queue_of: impl Fn(&JobEnvelope) -> QueueName,
+) -> anyhow::Result<()> {
+    let templates = templates()?;
+    let start = Instant::now();
+    let mut published = 0;
+    while published < args.jobs {
+        let n = args.batch.min(args.jobs - published);
+        if let Some(rate) = args.rate {
+            let due = Duration::from_secs_f64(published as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        // One batch per tier queue, as producers of each tier would send.
+        let mut batches: Vec<(QueueName, Vec<Outgoing>)> = Vec::new();
+        for i in 0..n {
+            let mut job = templates[(published + i) % templates.len()].clone();
+            job.job_id = JobId::new();
+            job.priority = Tier::ALL[(published + i) % 3];
+            job.metadata.insert(RUN.into(), run_id.into());
+            job.submitted_at = Utc::now();
+            let queue = queue_of(&job);
+            let message = Outgoing::new(contracts::encode(&job)).with_key(job.tenant_id.as_str());
+            match batches.iter_mut().find(|(q, _)| *q == queue) {
+                Some((_, batch)) => batch.push(message),
+                None => batches.push((queue, vec![message])),
+            }
+        }
+        for (queue, batch) in batches {
+            bus.publish_batch(&queue, batch).await?;
+        }
+        published += n;
+    }
+    Ok(())
+}
+
+/// Reads `queues` until `n` messages of this run arrived; latency = arrival − submitted_at.
+async fn collect<B: Bus>(
+    bus: &B,
+    queues: &[QueueName],
+    n: usize,
+    run_id: &str,
+    routed: bool,
+) -> anyhow::Result<Phase> {
+    let mut consumers = Vec::new();
+    for queue in queues {
+        consumers.push(bus.consume(queue, "loadtest-sink").await?);
+    }
+    let mut latencies_us = Vec::with_capacity(n);
+    let mut seen = HashSet::with_capacity(n);
+    let mut first: Option<Instant> = None;
+    while latencies_us.len() < n {
+        let waiting: Vec<_> = consumers.iter_mut().map(|c| Box::pin(c.next())).collect();
+        let (next, _, _) = select_all(waiting).await;
+        let Some(delivery) = next? else { break };
+        let now = Utc::now();
+        let job = if routed {
+            contracts::decode::<RoutedJob>(delivery.body(), 1 << 20).map(|r| r.job)
+        } else {
+            contracts::decode::<JobEnvelope>(delivery.body(), 1 << 20)
+        };
+        delivery.ack().await?;
+        let Ok(job) = job else { continue };
+        if job.metadata.get(RUN).map(String::as_str) != Some(run_id) || !seen.insert(job.job_id) {
+            continue;
+        }
+        first.get_or_insert_with(Instant::now);
+        let latency = (now - job.submitted_at).num_microseconds().unwrap_or(0);
+        latencies_us.push(u64::try_from(latency).unwrap_or(0));
+    }
+    for consumer in consumers {
+        consumer.close().await;
+    }
+    Ok(Phase {
+        elapsed: first.map_or(Duration::ZERO, |f| f.elapsed()),
+        latencies_us,
+    })
+}
+
+async fn run<B: Bus>(bus: B, args: &Args) -> anyhow::Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let text = std::fs::read_to_string(root.join("switchyard.example.toml"))?;
+    let config = Config::from_parts(&text, "example", &[], Some(&root))?;
+    let run_id = ulid::Ulid::new().to_string();
+    let backend_queues: Vec<QueueName> = config.backends.iter().map(|b| b.queue.clone()).collect();
+    let tier_queues: Vec<QueueName> = Tier::ALL.iter().map(|t| t.queue()).collect();
+    let direct = QueueName::new(format!("loadtest.direct.{}", run_id.to_ascii_lowercase()))
+        .map_err(anyhow::Error::msg)?;
+    let mut queues = backend_queues.clone();
+    queues.extend(tier_queues.iter().cloned());
+    queues.push(direct.clone());
+    bus.ensure(&queues).await?;
+
+    // Baseline: the same envelopes, bus transit plus the consumer's decode, no router.
+    let (baseline, published) = tokio::join!(
+        collect(
+            &bus,
+            std::slice::from_ref(&direct),
+            args.jobs,
+            &run_id,
+            false
+        ),
+        publish(&bus, args, &run_id, |_| direct.clone()),
+    );
+    published?;
+    let baseline = baseline?;
+
+    let policy = load_policy(DEFAULT_POLICY_TOML, "default", &config.backends)?;
+    let router = Router::new(
+        bus.clone(),
+        config.backends.clone().into(),
+        Arc::new(config.rates.clone()),
+        Arc::new(PolicyHandle::new(policy, None)),
+        Arc::new(Mutex::new(LiveState::default())),
+        NoSpend,
+        RouterSettings::default(),
+    );
+    let mut consumers = Vec::new();
+    for tier in Tier::ALL {
+        let weight = config.tier_weights.get(&tier).copied().unwrap_or(1);
+        consumers.push((weight, bus.consume(&tier.queue(), "router").await?));
+    }
+    let shutdown = CancellationToken::new();
+    let counters = Arc::new(Counters::default());
+    let settings = Settings {
+        concurrency: args.concurrency,
+        ..Settings::default()
+    };
+    let routing = tokio::spawn(runtime::run(
+        WeightedConsumer::new(consumers),
+        Arc::new(router),
+        settings,
+        counters.clone(),
+        shutdown.clone(),
+    ));
+    let (routed, published) = tokio::join!(
+        collect(&bus, &backend_queues, args.jobs, &run_id, true),
+        publish(&bus, args, &run_id, |job| job.priority.queue()),
+    );
+    published?;
+    let routed = routed?;
+    shutdown.cancel();
+    routing.await??;
+
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "transport={:?} jobs={} rate={} router_concurrency={} dead_lettered={}",
+        args.transport,
+        args.jobs,
+        args.rate.map_or("max".to_owned(), |r| r.to_string()),
+        args.concurrency,
+        Counters::get(&counters.dead_lettered),
+    )?;
+    for (name, mut phase) in [
+        ("baseline (bus only)", baseline),
+        ("through the router", routed),
+    ] {
+        phase.latencies_us.sort_unstable();
+        let pct = |p: f64| {
+            let index = ((phase.latencies_us.len() as f64 - 1.0) * p).round() as usize;
+            phase.latencies_us.get(index).copied().unwrap_or(0) as f64 / 1e3
+        };
+        writeln!(
+            out,
+            "{name:<20} {:>8.0} jobs/s  latency_ms p50={:.3} p90={:.3} p99={:.3} max={:.3}",
+            phase.latencies_us.len() as f64 / phase.elapsed.as_secs_f64().max(1e-9),
+            pct(0.50),
+            pct(0.90),
+            pct(0.99),
+            pct(1.0),
+        )?;
+    }
+    Ok(())
+}
