@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::contracts::job::JobEnvelope;
+use crate::contracts::job::{Callback, JobEnvelope};
 use crate::contracts::tag::schema_tag;
 use crate::ids::{BackendId, JobId};
 use crate::tier::QueueName;
@@ -55,9 +55,16 @@ pub enum Strategy {
     Fallback,
 }
 
+/// A child's link to its `multi` parent: enough for the join to finish the parent.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParentRef {
     pub job_id: JobId,
     /// The subtask's name in the parent.
     pub subtask: String,
+    /// Every subtask name of the parent, this one included: the join is done when each has
+    /// an outcome.
+    pub siblings: Vec<String>,
+    /// The parent's callback; children announce nothing themselves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<Callback>,
 }
