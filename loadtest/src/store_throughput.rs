@@ -108,7 +108,7 @@ fn outcome() -> Outcome {
             latency_ms: 420,
             occurred_at: now,
         }],
-        parent_job_id: None,
+        parent: None,
     }
 }
 

@@ -20,8 +20,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use switchyard_core::contracts::{
-    self, JobEnvelope, JobError, JobState, LifecycleEvent, Output, ResultDocument, ResultSchema,
-    ResultStatus, UsageEvent, UsageSchema,
+    self, Callback, ChildOutcome, ErrorClass, JobEnvelope, JobError, JobState, LifecycleEvent,
+    MultiOutput, Output, ParentRef, ResultDocument, ResultSchema, ResultStatus, TaskKind,
+    TraceContext, UsageEvent, UsageSchema,
 };
 use switchyard_core::money::Micros;
 use switchyard_core::rates::{RatesError, RatesTable, Usage};
@@ -58,7 +59,16 @@ pub struct Outcome {
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
     pub calls: Vec<Call>,
-    pub parent_job_id: Option<JobId>,
+    /// Set for a child of a `multi` job (the routed job's `parent`).
+    pub parent: Option<ParentRef>,
+}
+
+/// Who a result is announced for.
+struct Announce<'a> {
+    job_id: JobId,
+    tenant_id: &'a switchyard_core::TenantId,
+    callback: Option<&'a Callback>,
+    trace: Option<&'a TraceContext>,
 }
 
 /// What `finish` did.
@@ -187,16 +197,39 @@ impl<S: Store, E: EventSink, B: BlobStore> Ledger<S, E, B> {
         })
     }
 
-    /// Ends `job` with `outcome`; see the module documentation for the steps.
+    /// Ends `job` with `outcome`; see the module documentation for the steps. A child of a
+    /// `multi` job (`outcome.parent`) is also recorded in its parent's join, and the last
+    /// child to finish finishes the parent.
     pub async fn finish(
         &self,
         job: &JobEnvelope,
         outcome: Outcome,
     ) -> Result<Finished, FinishError> {
+        let parent = outcome.parent.clone();
         let (result, written) = match self.store.result(job.job_id).await? {
             Some(existing) => (existing, Written::Unchanged),
             None => self.write(job, outcome).await?,
         };
+        let announce = Announce {
+            job_id: job.job_id,
+            tenant_id: &job.tenant_id,
+            callback: job.callback.as_ref(),
+            trace: job.trace.as_ref(),
+        };
+        self.announce(&announce, &result, written).await?;
+        if let Some(parent) = parent {
+            self.join(job, &parent, &result).await?;
+        }
+        Ok(Finished { result, written })
+    }
+
+    /// Status, webhook and lifecycle event of a stored result; each idempotent.
+    async fn announce(
+        &self,
+        job: &Announce<'_>,
+        result: &ResultDocument,
+        written: Written,
+    ) -> Result<(), FinishError> {
         let state = match result.status {
             ResultStatus::Succeeded | ResultStatus::Partial => JobState::Succeeded,
             ResultStatus::Failed => JobState::Failed,
@@ -223,8 +256,8 @@ impl<S: Store, E: EventSink, B: BlobStore> Ledger<S, E, B> {
                 })
                 .await?;
         }
-        if let Some(callback) = &job.callback {
-            let payload = self.webhook_payload(&result, state).await?;
+        if let Some(callback) = job.callback {
+            let payload = self.webhook_payload(result, state).await?;
             self.store
                 .enqueue_webhook(&WebhookDelivery {
                     webhook_id: WebhookDelivery::id_for(job.job_id),
@@ -244,9 +277,121 @@ impl<S: Store, E: EventSink, B: BlobStore> Ledger<S, E, B> {
                 .await?;
         }
         self.events
-            .publish(&[lifecycle_event(job, &result, state)])
+            .publish(&[lifecycle_event(job, result, state)])
             .await?;
-        Ok(Finished { result, written })
+        Ok(())
+    }
+
+    /// Records `child` in its parent's join; when it was the last one, writes and announces
+    /// the parent's result. Children finishing at once may both see the join complete: the
+    /// parent's result is first-write-wins and every announcement is idempotent.
+    async fn join(
+        &self,
+        child: &JobEnvelope,
+        parent: &ParentRef,
+        result: &ResultDocument,
+    ) -> Result<(), FinishError> {
+        let outcome = ChildOutcome {
+            name: parent.subtask.clone(),
+            job_id: child.job_id,
+            status: result.status,
+            backend_id: result.backend_id.clone(),
+            output: result.output.clone().map(Box::new),
+            error: result.error.clone(),
+        };
+        let Some(children) = self
+            .store
+            .record_child(parent.job_id, &outcome, &parent.siblings)
+            .await?
+        else {
+            return Ok(());
+        };
+        let (result, written) = match self.store.result(parent.job_id).await? {
+            Some(existing) => (existing, Written::Unchanged),
+            None => self.write_parent(child, parent, children).await?,
+        };
+        let announce = Announce {
+            job_id: parent.job_id,
+            tenant_id: &child.tenant_id,
+            callback: parent.callback.as_ref(),
+            trace: child.trace.as_ref(),
+        };
+        self.announce(&announce, &result, written).await
+    }
+
+    async fn write_parent(
+        &self,
+        child: &JobEnvelope,
+        parent: &ParentRef,
+        children: Vec<ChildOutcome>,
+    ) -> Result<(ResultDocument, Written), FinishError> {
+        let mut cost = Micros::ZERO;
+        let mut started_at = None::<DateTime<Utc>>;
+        let mut finished_at = None::<DateTime<Utc>>;
+        let mut attempts = 1;
+        for outcome in &children {
+            // Children's charges are their own usage events; the parent only reports the sum.
+            if let Some(stored) = self.store.result(outcome.job_id).await? {
+                cost = cost
+                    .checked_add(stored.cost_micros)
+                    .unwrap_or(Micros(i64::MAX));
+                started_at =
+                    Some(started_at.map_or(stored.started_at, |s| s.min(stored.started_at)));
+                finished_at =
+                    Some(finished_at.map_or(stored.finished_at, |f| f.max(stored.finished_at)));
+                attempts = attempts.max(stored.attempts);
+            }
+        }
+        let succeeded = children
+            .iter()
+            .filter(|c| c.status == ResultStatus::Succeeded)
+            .count();
+        let status = match succeeded {
+            n if n == children.len() => ResultStatus::Succeeded,
+            0 => ResultStatus::Failed,
+            _ => ResultStatus::Partial,
+        };
+        let error = (status == ResultStatus::Failed).then(|| JobError {
+            class: children
+                .iter()
+                .find_map(|c| c.error.as_ref().map(|e| e.class))
+                .unwrap_or(ErrorClass::Internal),
+            message: format!("every one of the {} subtasks failed", children.len()),
+        });
+        let finished_at = finished_at.unwrap_or_else(Utc::now);
+        let output = self
+            .maybe_blob(parent.job_id, Output::Multi(MultiOutput { children }))
+            .await?;
+        let result = ResultDocument {
+            schema: ResultSchema,
+            job_id: parent.job_id,
+            tenant_id: child.tenant_id.clone(),
+            parent_job_id: None,
+            status,
+            task: TaskKind::Multi,
+            backend_id: None,
+            model: None,
+            output: Some(output),
+            error,
+            attempts,
+            started_at: started_at.unwrap_or(finished_at),
+            finished_at,
+            // Children carry the parent's submission time.
+            latency_ms: u64::try_from(
+                finished_at
+                    .signed_duration_since(child.submitted_at)
+                    .num_milliseconds(),
+            )
+            .unwrap_or(0),
+            cost_micros: cost,
+        };
+        match self.store.put_result(&result).await? {
+            Written::New => Ok((result, Written::New)),
+            Written::Unchanged => match self.store.result(parent.job_id).await? {
+                Some(stored) => Ok((stored, Written::Unchanged)),
+                None => Ok((result, Written::Unchanged)),
+            },
+        }
     }
 
     async fn write(
@@ -257,12 +402,14 @@ impl<S: Store, E: EventSink, B: BlobStore> Ledger<S, E, B> {
         let mut cost = Micros::ZERO;
         for call in &outcome.calls {
             let event = self.price(job, call)?;
+            // A redelivery after a crash between usage and result re-ran the call: the
+            // charge is the stored event's, and so is the result's cost.
+            let recorded = self.store.record_usage(&event).await?;
             // The total saturates rather than wraps; a job worth 9 trillion dollars is a bug
             // that the per-event records still show exactly.
             cost = cost
-                .checked_add(event.cost_micros)
+                .checked_add(recorded.stored.cost_micros)
                 .unwrap_or(Micros(i64::MAX));
-            self.store.record_usage(&event).await?;
         }
         let output = match outcome.output {
             Some(output) => Some(self.maybe_blob(job.job_id, output).await?),
@@ -273,7 +420,7 @@ impl<S: Store, E: EventSink, B: BlobStore> Ledger<S, E, B> {
             schema: ResultSchema,
             job_id: job.job_id,
             tenant_id: job.tenant_id.clone(),
-            parent_job_id: outcome.parent_job_id,
+            parent_job_id: outcome.parent.as_ref().map(|p| p.job_id),
             status: outcome.status,
             task: job.task.kind(),
             backend_id: outcome.backend_id,
@@ -361,11 +508,7 @@ impl<S: Store, E: EventSink, B: BlobStore> Ledger<S, E, B> {
 }
 
 /// The lifecycle event of a finished job.
-pub fn lifecycle_event(
-    job: &JobEnvelope,
-    result: &ResultDocument,
-    state: JobState,
-) -> LifecycleEvent {
+fn lifecycle_event(job: &Announce<'_>, result: &ResultDocument, state: JobState) -> LifecycleEvent {
     LifecycleEvent {
         schema: contracts::EventSchema,
         event_id: format!("{}:{}", job.job_id, state.as_str()),
@@ -378,6 +521,6 @@ pub fn lifecycle_event(
         error: result.error.clone(),
         cost_micros: Some(result.cost_micros),
         latency_ms: Some(result.latency_ms),
-        trace: job.trace.clone(),
+        trace: job.trace.cloned(),
     }
 }

@@ -153,7 +153,7 @@ fn outcome(text: &str, input_tokens: u64, attempts: u32) -> Outcome {
                 occurred_at: t(880),
             },
         ],
-        parent_job_id: None,
+        parent: None,
     }
 }
 
@@ -183,6 +183,14 @@ macro_rules! ledger_suite {
             #[tokio::test]
             async fn webhooks_are_signed_retried_and_resumed_after_a_restart() {
                 super::webhooks_are_signed_retried_and_resumed_after_a_restart(super::$make().await).await;
+            }
+            #[tokio::test]
+            async fn a_crash_between_usage_and_result_keeps_the_first_charge() {
+                super::a_crash_between_usage_and_result_keeps_the_first_charge(super::$make().await).await;
+            }
+            #[tokio::test]
+            async fn a_multi_job_is_joined_once_every_child_finished() {
+                super::a_multi_job_is_joined_once_every_child_finished(super::$make().await).await;
             }
             #[tokio::test]
             async fn a_webhook_that_never_succeeds_is_exhausted_and_announced() {
@@ -461,5 +469,136 @@ async fn a_webhook_that_never_succeeds_is_exhausted_and_announced(store: impl St
             .unwrap()
             .contains("gave up after 3 attempts"),
         "{last:?}"
+    );
+}
+
+async fn a_multi_job_is_joined_once_every_child_finished(store: impl Store) {
+    use switchyard_core::contracts::{ErrorClass, JobError, ParentRef};
+    let rig = rig(store, LedgerSettings::default()).await;
+    let parent_job = job(Some("https://hooks.example.com/in"));
+    let parent = |subtask: &str| ParentRef {
+        job_id: parent_job.job_id,
+        subtask: subtask.into(),
+        siblings: vec!["objects".into(), "caption".into()],
+        callback: parent_job.callback.clone(),
+    };
+    let child = |subtask: &str| {
+        let mut child = parent_job.clone();
+        child.job_id = switchyard_core::JobId::new();
+        child.callback = None;
+        (child, parent(subtask))
+    };
+    let (caption, caption_parent) = child("caption");
+    let (objects, objects_parent) = child("objects");
+    let store = rig.ledger.store();
+
+    let mut done = outcome("a shelf of jars", 100, 1);
+    done.parent = Some(caption_parent);
+    let first = rig.ledger.finish(&caption, done).await.unwrap();
+    assert_eq!(first.result.parent_job_id, Some(parent_job.job_id));
+    assert_eq!(
+        store.result(parent_job.job_id).await.unwrap(),
+        None,
+        "one child still runs"
+    );
+    assert_eq!(
+        store
+            .webhook(&WebhookDelivery::id_for(caption.job_id))
+            .await
+            .unwrap(),
+        None
+    );
+
+    let mut failed = outcome("", 100, 3);
+    failed.status = ResultStatus::Failed;
+    failed.output = None;
+    failed.calls.clear();
+    failed.error = Some(JobError {
+        class: ErrorClass::InvalidInput,
+        message: "corrupt JPEG".into(),
+    });
+    failed.parent = Some(objects_parent.clone());
+    rig.ledger.finish(&objects, failed.clone()).await.unwrap();
+
+    let joined = store
+        .result(parent_job.job_id)
+        .await
+        .unwrap()
+        .expect("the parent is finished");
+    assert_eq!(joined.status, ResultStatus::Partial);
+    assert_eq!(
+        joined.cost_micros, first.result.cost_micros,
+        "the failed child cost nothing"
+    );
+    assert_eq!(joined.attempts, 3);
+    let Some(Output::Multi(multi)) = &joined.output else {
+        panic!("{joined:?}")
+    };
+    let names: Vec<(&str, ResultStatus)> = multi
+        .children
+        .iter()
+        .map(|c| (c.name.as_str(), c.status))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("objects", ResultStatus::Failed),
+            ("caption", ResultStatus::Succeeded)
+        ]
+    );
+    assert_eq!(
+        multi.children[0].error.as_ref().unwrap().message,
+        "corrupt JPEG"
+    );
+    let hook = store
+        .webhook(&WebhookDelivery::id_for(parent_job.job_id))
+        .await
+        .unwrap()
+        .unwrap();
+    let payload: serde_json::Value = serde_json::from_str(&hook.payload).unwrap();
+    assert_eq!(payload["data"]["output"]["type"], "multi");
+    assert_eq!(
+        store.job(parent_job.job_id).await.unwrap().unwrap().state,
+        JobState::Succeeded
+    );
+
+    // A redelivered child changes nothing: same parent, no new charge.
+    rig.ledger.finish(&objects, failed).await.unwrap();
+    assert_eq!(store.result(parent_job.job_id).await.unwrap(), Some(joined));
+    assert_eq!(
+        store
+            .spend(&parent_job.tenant_id, Period::day_of(t(0)))
+            .await
+            .unwrap(),
+        first.result.cost_micros
+    );
+}
+
+/// The first delivery priced and recorded its calls, then died before writing the result; the
+/// redelivery re-ran the job at another cost. Charged and reported: the first run's.
+async fn a_crash_between_usage_and_result_keeps_the_first_charge(store: impl Store) {
+    let rig = rig(store, LedgerSettings::default()).await;
+    let job = job(None);
+    let first_run = outcome("first", 1200, 1);
+    let mut charged = 0;
+    for call in &first_run.calls {
+        let event = rig.ledger.price(&job, call).unwrap();
+        charged += event.cost_micros.0;
+        rig.ledger.store().record_usage(&event).await.unwrap();
+    }
+    let finished = rig
+        .ledger
+        .finish(&job, outcome("second", 99_999, 2))
+        .await
+        .unwrap();
+    assert_eq!(finished.written, Written::New);
+    assert_eq!(finished.result.cost_micros, Micros(charged));
+    assert_eq!(
+        rig.ledger
+            .store()
+            .spend(&job.tenant_id, Period::day_of(t(0)))
+            .await
+            .unwrap(),
+        Micros(charged)
     );
 }

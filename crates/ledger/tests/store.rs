@@ -174,6 +174,14 @@ macro_rules! store_suite {
             async fn webhooks_are_claimed_once_and_resume_after_a_lease() {
                 super::webhooks_are_claimed_once_and_resume_after_a_lease(super::$make().await).await;
             }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn concurrent_deliveries_charge_once() {
+                super::concurrent_deliveries_charge_once(super::$make().await).await;
+            }
+            #[tokio::test]
+            async fn a_redelivery_that_cost_differently_keeps_the_first_charge() {
+                super::a_redelivery_that_cost_differently_keeps_the_first_charge(super::$make().await).await;
+            }
             #[test]
             fn replayed_usage_never_double_counts() {
                 super::replayed_usage_never_double_counts(super::$make);
@@ -204,9 +212,18 @@ async fn usage_is_recorded_and_charged_once(store: impl Store) {
     let job = JobId::new();
     let main = usage(job, &acme, "main", 615, at(10));
     let classifier = usage(job, &acme, "classifier", 40, at(11));
-    assert_eq!(store.record_usage(&main).await.unwrap(), Written::New);
-    assert_eq!(store.record_usage(&main).await.unwrap(), Written::Unchanged);
-    assert_eq!(store.record_usage(&classifier).await.unwrap(), Written::New);
+    assert_eq!(
+        store.record_usage(&main).await.unwrap().written,
+        Written::New
+    );
+    assert_eq!(
+        store.record_usage(&main).await.unwrap().written,
+        Written::Unchanged
+    );
+    assert_eq!(
+        store.record_usage(&classifier).await.unwrap().written,
+        Written::New
+    );
     store
         .record_usage(&usage(JobId::new(), &other, "main", 7, at(12)))
         .await
@@ -559,7 +576,7 @@ fn replayed_usage_never_double_counts<S: Store, F: Future<Output = S>>(make: fn(
             let store = make().await;
             let mut new = 0;
             for event in &writes {
-                if store.record_usage(event).await.unwrap() == Written::New {
+                if store.record_usage(event).await.unwrap().written == Written::New {
                     new += 1;
                 }
             }
@@ -593,8 +610,8 @@ fn replayed_usage_never_double_counts<S: Store, F: Future<Output = S>>(make: fn(
     });
 }
 
-/// The Mongo store's spend protocol, interrupted after each of its steps: the redelivery
-/// finishes it and the total counts the event exactly once.
+/// The Mongo store's spend protocol interrupted between its steps: the redelivery finishes it
+/// and the total counts the event exactly once.
 #[tokio::test]
 async fn mongo_spend_survives_a_crash_between_any_two_steps() {
     use mongodb::bson::{Document, doc};
@@ -602,48 +619,33 @@ async fn mongo_spend_survives_a_crash_between_any_two_steps() {
     let acme = tenant("acme");
     let event = usage(JobId::new(), &acme, "main", 615, at(10));
     let day = Period::day_of(at(10));
-    let bucket = format!("acme|{}", day.day_prefix());
-    let applied = store.database().collection::<Document>("spend_applied");
     let spend = store.database().collection::<Document>("spend");
     store.record_usage(&event).await.unwrap();
-    let unmark = || applied.delete_one(doc! { "_id": &event.event_id });
+    let bucket = spend
+        .find_one(doc! { "applied": &event.event_id })
+        .await
+        .unwrap()
+        .unwrap()
+        .get_str("_id")
+        .unwrap()
+        .to_owned();
 
     // Crashed after writing the event, before the increment.
-    unmark().await.unwrap();
     spend
         .update_one(
             doc! { "_id": &bucket },
-            doc! { "$inc": { "cost_micros": -615_i64 } },
+            doc! { "$inc": { "cost_micros": -615_i64, "events": -1_i64 }, "$pull": { "applied": &event.event_id } },
         )
         .await
         .unwrap();
     assert_eq!(store.spend(&acme, day).await.unwrap(), Micros::ZERO);
     assert_eq!(
-        store.record_usage(&event).await.unwrap(),
+        store.record_usage(&event).await.unwrap().written,
         Written::Unchanged
     );
     assert_eq!(store.spend(&acme, day).await.unwrap(), Micros(615));
 
-    // Crashed after the increment, before the marker.
-    unmark().await.unwrap();
-    spend
-        .update_one(
-            doc! { "_id": &bucket },
-            doc! { "$push": { "pending": &event.event_id } },
-        )
-        .await
-        .unwrap();
-    store.record_usage(&event).await.unwrap();
-    assert_eq!(store.spend(&acme, day).await.unwrap(), Micros(615));
-
-    // Crashed after the marker, before leaving `pending`.
-    spend
-        .update_one(
-            doc! { "_id": &bucket },
-            doc! { "$push": { "pending": &event.event_id } },
-        )
-        .await
-        .unwrap();
+    // Crashed after the increment: the redelivery's guarded update matches nothing.
     store.record_usage(&event).await.unwrap();
     assert_eq!(store.spend(&acme, day).await.unwrap(), Micros(615));
     let left = spend
@@ -651,12 +653,62 @@ async fn mongo_spend_survives_a_crash_between_any_two_steps() {
         .await
         .unwrap()
         .unwrap();
-    assert!(left.get_array("pending").unwrap().is_empty(), "{left}");
-    assert!(
-        applied
-            .find_one(doc! { "_id": &event.event_id })
+    assert_eq!(left.get_i64("events").unwrap(), 1, "{left}");
+}
+
+/// Deliveries of one job racing (a lease that expired under a slow worker, a rebalance): one
+/// charge, whoever wins.
+async fn concurrent_deliveries_charge_once(store: impl Store) {
+    let acme = tenant("acme");
+    for round in 0..5 {
+        let event = usage(JobId::new(), &acme, "main", 100, at(round));
+        let racers: Vec<_> = (0..8)
+            .map(|_| {
+                let (store, event) = (store.clone(), event.clone());
+                tokio::spawn(async move { store.record_usage(&event).await.unwrap().written })
+            })
+            .collect();
+        let mut new = 0;
+        for racer in racers {
+            if racer.await.unwrap() == Written::New {
+                new += 1;
+            }
+        }
+        assert_eq!(new, 1, "round {round}");
+    }
+    assert_eq!(
+        store.spend(&acme, Period::day_of(at(0))).await.unwrap(),
+        Micros(500)
+    );
+}
+
+/// A redelivery re-runs the call: another cost, perhaps after midnight. The first stored event
+/// is what was charged, on its day, and is what the caller gets back.
+async fn a_redelivery_that_cost_differently_keeps_the_first_charge(store: impl Store) {
+    let acme = tenant("acme");
+    let job = JobId::new();
+    let first = usage(job, &acme, "main", 615, at(86_400 - 1));
+    let mut again = first.clone();
+    again.cost_micros = Micros(999);
+    again.occurred_at = at(86_400 + 5);
+    store.record_usage(&first).await.unwrap();
+    let recorded = store.record_usage(&again).await.unwrap();
+    assert_eq!(
+        (recorded.written, &recorded.stored),
+        (Written::Unchanged, &first)
+    );
+    assert_eq!(
+        store
+            .spend(&acme, Period::day_of(first.occurred_at))
             .await
-            .unwrap()
-            .is_some()
+            .unwrap(),
+        Micros(615)
+    );
+    assert_eq!(
+        store
+            .spend(&acme, Period::day_of(again.occurred_at))
+            .await
+            .unwrap(),
+        Micros::ZERO
     );
 }

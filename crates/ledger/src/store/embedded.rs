@@ -12,14 +12,14 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone as _, Utc};
 use rusqlite::{Connection, OptionalExtension as _, params};
-use switchyard_core::contracts::{ResultDocument, ResultStatus, UsageEvent};
+use switchyard_core::contracts::{ChildOutcome, ResultDocument, ResultStatus, UsageEvent};
 use switchyard_core::money::Micros;
 use switchyard_core::{BackendId, JobId, TenantId};
 
 use crate::store::{
-    AttemptNext, CostRow, JobFilter, JobRecord, LatencyStats, MinuteVolume, Period, StatusUpdate,
-    Store, StoreError, WebhookAttempt, WebhookDelivery, WebhookState, Written, advances, day_key,
-    latency_stats, minute_key, parse_state,
+    AttemptNext, CostRow, JobFilter, JobRecord, LatencyStats, MinuteVolume, Period, Recorded,
+    StatusUpdate, Store, StoreError, WebhookAttempt, WebhookDelivery, WebhookState, Written,
+    advances, complete_join, day_key, latency_stats, minute_key, parse_state,
 };
 
 const BACKEND: &str = "embedded";
@@ -78,6 +78,13 @@ CREATE TABLE IF NOT EXISTS job_history (
     doc     TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS job_history_job ON job_history (job_id, seq);
+
+CREATE TABLE IF NOT EXISTS join_children (
+    parent  TEXT NOT NULL,
+    name    TEXT NOT NULL,
+    doc     TEXT NOT NULL,
+    PRIMARY KEY (parent, name)
+);
 
 CREATE TABLE IF NOT EXISTS webhooks (
     webhook_id  TEXT PRIMARY KEY,
@@ -251,7 +258,7 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn record_usage(&self, event: &UsageEvent) -> Result<Written, StoreError> {
+    async fn record_usage(&self, event: &UsageEvent) -> Result<Recorded, StoreError> {
         let doc = to_json(event)?;
         let event = event.clone();
         self.with(move |c| {
@@ -276,7 +283,17 @@ impl Store for EmbeddedStore {
                 )
                 .map_err(unavailable)?;
             if inserted == 0 {
-                return Ok(Written::Unchanged);
+                let stored: String = tx
+                    .query_row(
+                        "SELECT doc FROM usage_events WHERE event_id = ?1",
+                        params![event.event_id],
+                        |row| row.get(0),
+                    )
+                    .map_err(unavailable)?;
+                return Ok(Recorded {
+                    written: Written::Unchanged,
+                    stored: from_json("usage event", &stored)?,
+                });
             }
             tx.execute(
                 "INSERT INTO spend (tenant_id, day, cost_micros, events) VALUES (?1, ?2, ?3, 1)
@@ -286,7 +303,10 @@ impl Store for EmbeddedStore {
             )
             .map_err(unavailable)?;
             tx.commit().map_err(unavailable)?;
-            Ok(Written::New)
+            Ok(Recorded {
+                written: Written::New,
+                stored: event,
+            })
         })
         .await
     }
@@ -676,6 +696,15 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn record_child(
+        &self,
+        parent: JobId,
+        child: &ChildOutcome,
+        siblings: &[String],
+    ) -> Result<Option<Vec<ChildOutcome>>, StoreError> {
+        self.join(parent, child, siblings).await
+    }
+
     async fn webhook(&self, webhook_id: &str) -> Result<Option<WebhookDelivery>, StoreError> {
         let webhook_id = webhook_id.to_owned();
         self.with(move |c| {
@@ -688,6 +717,40 @@ impl Store for EmbeddedStore {
                 .optional()
                 .map_err(unavailable)?;
             doc.map(|doc| from_json("webhook", &doc)).transpose()
+        })
+        .await
+    }
+}
+
+impl EmbeddedStore {
+    async fn join(
+        &self,
+        parent: JobId,
+        child: &ChildOutcome,
+        siblings: &[String],
+    ) -> Result<Option<Vec<ChildOutcome>>, StoreError> {
+        let doc = to_json(child)?;
+        let name = child.name.clone();
+        let siblings = siblings.to_vec();
+        self.with(move |c| {
+            let parent = parent.to_string();
+            c.execute(
+                "INSERT OR IGNORE INTO join_children (parent, name, doc) VALUES (?1, ?2, ?3)",
+                params![parent, name, doc],
+            )
+            .map_err(unavailable)?;
+            let mut statement = c
+                .prepare_cached("SELECT doc FROM join_children WHERE parent = ?1")
+                .map_err(unavailable)?;
+            let recorded = statement
+                .query_map(params![parent], |row| row.get::<_, String>(0))
+                .map_err(unavailable)?
+                .map(|doc| {
+                    doc.map_err(unavailable)
+                        .and_then(|doc| from_json::<ChildOutcome>("child outcome", &doc))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(complete_join(recorded, &siblings))
         })
         .await
     }

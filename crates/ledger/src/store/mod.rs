@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
-use switchyard_core::contracts::{JobState, ResultDocument, UsageEvent};
+use switchyard_core::contracts::{ChildOutcome, JobState, ResultDocument, UsageEvent};
 use switchyard_core::money::Micros;
 use switchyard_core::{BackendId, JobId, TenantId};
 use url::Url;
@@ -65,6 +65,13 @@ pub enum Written {
     New,
     /// Already there (a redelivery or replay): nothing changed.
     Unchanged,
+}
+
+/// What `record_usage` did, and the event as stored (the first write's).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Recorded {
+    pub written: Written,
+    pub stored: UsageEvent,
 }
 
 /// One step of a job's timeline.
@@ -260,11 +267,13 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn init(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Writes a usage event and adds its cost to the tenant's spend totals, both exactly once
-    /// per `event_id`, whatever crashes in between.
+    /// per `event_id`, whatever crashes or concurrent deliveries happen in between. A second
+    /// write of the id (a redelivery that re-ran the call, at another cost or on another day)
+    /// changes nothing and returns the first, stored event: that is what was charged.
     fn record_usage(
         &self,
         event: &UsageEvent,
-    ) -> impl Future<Output = Result<Written, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Recorded, StoreError>> + Send;
 
     /// Writes a job's result; the first write wins.
     fn put_result(
@@ -355,6 +364,28 @@ pub trait Store: Clone + Send + Sync + 'static {
         &self,
         webhook_id: &str,
     ) -> impl Future<Output = Result<Option<WebhookDelivery>, StoreError>> + Send;
+
+    /// Records a child's outcome in its parent's join (the first record of a child wins) and
+    /// returns every child's outcome, in `siblings` order, once each of them has one.
+    fn record_child(
+        &self,
+        parent: JobId,
+        child: &ChildOutcome,
+        siblings: &[String],
+    ) -> impl Future<Output = Result<Option<Vec<ChildOutcome>>, StoreError>> + Send;
+}
+
+/// The join is complete when every sibling has an outcome: them, in `siblings` order.
+pub(crate) fn complete_join(
+    mut recorded: Vec<ChildOutcome>,
+    siblings: &[String],
+) -> Option<Vec<ChildOutcome>> {
+    let mut ordered = Vec::with_capacity(siblings.len());
+    for name in siblings {
+        let index = recorded.iter().position(|c| &c.name == name)?;
+        ordered.push(recorded.swap_remove(index));
+    }
+    Some(ordered)
 }
 
 /// How far a state is along; a status update never moves a job to a lower rank.
@@ -450,7 +481,7 @@ impl Store for AnyStore {
     async fn init(&self) -> Result<(), StoreError> {
         dispatch!(self, s => s.init())
     }
-    async fn record_usage(&self, event: &UsageEvent) -> Result<Written, StoreError> {
+    async fn record_usage(&self, event: &UsageEvent) -> Result<Recorded, StoreError> {
         dispatch!(self, s => s.record_usage(event))
     }
     async fn put_result(&self, result: &ResultDocument) -> Result<Written, StoreError> {
@@ -515,6 +546,14 @@ impl Store for AnyStore {
     }
     async fn webhook(&self, webhook_id: &str) -> Result<Option<WebhookDelivery>, StoreError> {
         dispatch!(self, s => s.webhook(webhook_id))
+    }
+    async fn record_child(
+        &self,
+        parent: JobId,
+        child: &ChildOutcome,
+        siblings: &[String],
+    ) -> Result<Option<Vec<ChildOutcome>>, StoreError> {
+        dispatch!(self, s => s.record_child(parent, child, siblings))
     }
 }
 

@@ -14,18 +14,31 @@ use mongodb::bson::{self, Bson, Document, doc};
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{IndexOptions, ReturnDocument};
 use mongodb::{Client, Collection, Database, IndexModel};
-use switchyard_core::contracts::{ResultDocument, UsageEvent};
+use switchyard_core::contracts::{ChildOutcome, ResultDocument, UsageEvent};
 use switchyard_core::money::Micros;
 use switchyard_core::{JobId, TenantId};
 
 use crate::store::embedded::{apply_attempt, group_latencies, status_str};
 use crate::store::{
-    CostRow, JobFilter, JobRecord, LatencyStats, MinuteVolume, Period, StatusUpdate, Store,
-    StoreError, WebhookAttempt, WebhookDelivery, WebhookState, Written, advances, day_key,
-    minute_key, parse_state,
+    CostRow, JobFilter, JobRecord, LatencyStats, MinuteVolume, Period, Recorded, StatusUpdate,
+    Store, StoreError, WebhookAttempt, WebhookDelivery, WebhookState, Written, advances,
+    complete_join, day_key, minute_key, parse_state,
 };
 
 const BACKEND: &str = "mongo";
+
+/// Spend buckets per tenant and day.
+pub const SPEND_SHARDS: u32 = 64;
+
+/// The bucket of an event: FNV-1a of its id, stable across processes and releases.
+fn spend_shard(event_id: &str) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in event_id.bytes() {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    hash % SPEND_SHARDS
+}
 
 /// A MongoDB database holding the collections `results`, `usage_events`, `spend`, `jobs` and
 /// `webhooks`.
@@ -251,13 +264,19 @@ impl Store for MongoStore {
         index(
             &self.collection("spend"),
             doc! { "tenant_id": 1, "day": 1 },
-            true,
+            false,
         )
         .await?;
         let jobs = self.collection("jobs");
         index(&jobs, doc! { "updated_at": -1 }, false).await?;
         index(&jobs, doc! { "tenant_id": 1, "updated_at": -1 }, false).await?;
         index(&jobs, doc! { "state": 1, "updated_at": -1 }, false).await?;
+        index(
+            &self.collection("join_children"),
+            doc! { "parent": 1 },
+            false,
+        )
+        .await?;
         index(
             &self.collection("webhooks"),
             doc! { "state": 1, "next_at": 1 },
@@ -267,20 +286,16 @@ impl Store for MongoStore {
         Ok(())
     }
 
-    /// Exactly once without transactions: the event is inserted; the spend bucket's increment
-    /// is guarded by the event id sitting in the bucket's `pending` list, which the same
-    /// single-document update adds; then a marker `{_id: event_id}` is inserted into
-    /// `spend_applied` and the id leaves `pending`. Whatever step a crash interrupts, the
-    /// redelivery finds out from the marker and `pending` whether the increment happened, and
-    /// finishes the protocol. Inserts, not updates, on the big collections: an insert costs
-    /// the same at any size everywhere (FerretDB's updates scan the collection).
-    async fn record_usage(&self, event: &UsageEvent) -> Result<Written, StoreError> {
+    /// Exactly once without transactions: the increment and the proof that it happened are
+    /// one single-document update — `$inc` guarded by `applied: {$ne: event_id}` together with
+    /// `$push` of the id — on the day's spend bucket, and the id is never removed. Whatever
+    /// crashes in between and however many deliveries race, one update matches. Each day has
+    /// [`SPEND_SHARDS`] buckets (by a hash of the event id) so no bucket's `applied` list
+    /// grows past MongoDB's 16 MiB document limit (about 25 million events per tenant-day).
+    async fn record_usage(&self, event: &UsageEvent) -> Result<Recorded, StoreError> {
         let events = self.collection("usage_events");
-        let applied = self.collection("spend_applied");
         let spend = self.collection("spend");
-        let day = day_key(event.occurred_at.date_naive());
-        let bucket = format!("{}|{day}", event.tenant_id.as_str());
-        let written = match events
+        let (written, stored) = match events
             .insert_one(doc! {
                 "_id": &event.event_id,
                 "job_id": event.job_id.to_string(),
@@ -288,74 +303,77 @@ impl Store for MongoStore {
                 "model": &event.model,
                 "cost_micros": event.cost_micros.0,
                 "occurred_at": date(event.occurred_at),
-                "day": &day,
+                "day": day_key(event.occurred_at.date_naive()),
                 "doc": to_doc(event)?,
             })
             .await
         {
-            Ok(_) => Written::New,
+            Ok(_) => (Written::New, event.clone()),
+            // A redelivery: what was stored first is what is charged, whatever this run cost.
             Err(error) if is_duplicate_key(&error) => {
-                let done = applied
+                let existing = events
                     .find_one(doc! { "_id": &event.event_id })
                     .await
-                    .map_err(unavailable)?;
-                if done.is_some() {
-                    // Finished before; a crash may have left the id in `pending`.
-                    spend
-                        .update_one(
-                            doc! { "_id": &bucket, "pending": &event.event_id },
-                            doc! { "$pull": { "pending": &event.event_id } },
-                        )
-                        .await
-                        .map_err(unavailable)?;
-                    return Ok(Written::Unchanged);
-                }
-                Written::Unchanged
+                    .map_err(unavailable)?
+                    .ok_or_else(|| corrupt("usage event", "vanished after a duplicate key"))?;
+                (
+                    Written::Unchanged,
+                    embedded::<UsageEvent>("usage event", existing)?,
+                )
             }
             Err(error) => return Err(unavailable(error)),
         };
+        let day = day_key(stored.occurred_at.date_naive());
+        let bucket = format!(
+            "{}|{day}|{:02}",
+            stored.tenant_id.as_str(),
+            spend_shard(&stored.event_id)
+        );
         let created = spend
             .update_one(
                 doc! { "_id": &bucket },
                 doc! { "$setOnInsert": {
-                    "tenant_id": event.tenant_id.as_str(),
+                    "tenant_id": stored.tenant_id.as_str(),
                     "day": &day,
                     "cost_micros": 0_i64,
                     "events": 0_i64,
-                    "pending": [],
+                    "applied": [],
                 } },
             )
             .upsert(true)
             .await;
         match created {
             Ok(_) => {}
-            // Two first events of a day racing: the other upsert created the bucket.
+            // Two first events of a bucket racing: the other upsert created it.
             Err(error) if is_duplicate_key(&error) => {}
             Err(error) => return Err(unavailable(error)),
         }
-        spend
+        let applied = spend
             .update_one(
-                doc! { "_id": &bucket, "pending": { "$ne": &event.event_id } },
+                doc! { "_id": &bucket, "applied": { "$ne": &stored.event_id } },
                 doc! {
-                    "$inc": { "cost_micros": event.cost_micros.0, "events": 1_i64 },
-                    "$push": { "pending": &event.event_id },
+                    "$inc": { "cost_micros": stored.cost_micros.0, "events": 1_i64 },
+                    "$push": { "applied": &stored.event_id },
                 },
             )
             .await
             .map_err(unavailable)?;
-        match applied.insert_one(doc! { "_id": &event.event_id }).await {
-            Ok(_) => {}
-            Err(error) if is_duplicate_key(&error) => {}
-            Err(error) => return Err(unavailable(error)),
+        // Nothing matched: applied before, which the bucket must show; anything else would be
+        // a charge silently lost.
+        if applied.matched_count == 0
+            && spend
+                .find_one(doc! { "_id": &bucket, "applied": &stored.event_id })
+                .projection(doc! { "_id": 1 })
+                .await
+                .map_err(unavailable)?
+                .is_none()
+        {
+            return Err(corrupt(
+                "spend",
+                format!("bucket {bucket} neither took nor holds {}", stored.event_id),
+            ));
         }
-        spend
-            .update_one(
-                doc! { "_id": &bucket },
-                doc! { "$pull": { "pending": &event.event_id } },
-            )
-            .await
-            .map_err(unavailable)?;
-        Ok(written)
+        Ok(Recorded { written, stored })
     }
 
     async fn put_result(&self, result: &ResultDocument) -> Result<Written, StoreError> {
@@ -507,7 +525,7 @@ impl Store for MongoStore {
 
     async fn spend(&self, tenant_id: &TenantId, period: Period) -> Result<Micros, StoreError> {
         let query = match period {
-            Period::Day(day) => doc! { "_id": format!("{}|{}", tenant_id.as_str(), day_key(day)) },
+            Period::Day(day) => doc! { "tenant_id": tenant_id.as_str(), "day": day_key(day) },
             Period::Month { .. } => {
                 let prefix = period.day_prefix();
                 // Day keys are `YYYY-MM-DD`: the month's are the strings in [prefix, prefix~).
@@ -725,6 +743,42 @@ impl Store for MongoStore {
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+
+    /// One insert per child (`_id` = parent:name, the first one wins), then one read of the
+    /// parent's children: no read-modify-write on a shared document.
+    async fn record_child(
+        &self,
+        parent: JobId,
+        child: &ChildOutcome,
+        siblings: &[String],
+    ) -> Result<Option<Vec<ChildOutcome>>, StoreError> {
+        let children = self.collection("join_children");
+        let parent = parent.to_string();
+        match children
+            .insert_one(doc! {
+                "_id": format!("{parent}:{}", child.name),
+                "parent": &parent,
+                "doc": to_doc(child)?,
+            })
+            .await
+        {
+            Ok(_) => {}
+            Err(error) if is_duplicate_key(&error) => {}
+            Err(error) => return Err(unavailable(error)),
+        }
+        let recorded: Vec<Document> = children
+            .find(doc! { "parent": &parent })
+            .await
+            .map_err(unavailable)?
+            .try_collect()
+            .await
+            .map_err(unavailable)?;
+        let recorded = recorded
+            .into_iter()
+            .map(|d| embedded::<ChildOutcome>("child outcome", d))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(complete_join(recorded, siblings))
     }
 
     async fn webhook(&self, webhook_id: &str) -> Result<Option<WebhookDelivery>, StoreError> {
