@@ -25,6 +25,19 @@ use crate::store::{AttemptNext, StatusUpdate, Store, StoreError, WebhookAttempt,
 use client::{AttemptOutcome, WebhookClient, WebhookRequest};
 use sign::SigningKeys;
 
+/// The environment variable holding a tenant's signing keys: `SWITCHYARD_WEBHOOK_SECRET_` and
+/// the tenant id in upper case when it is only letters and digits (`acme` → `..._ACME`), else
+/// `H_` and the id's bytes in upper-case hex (`acme-co` → `..._H_61636D652D636F`). The
+/// two forms never meet (only the second has `_`), so no two tenants share a variable.
+pub fn tenant_secret_var(tenant: &switchyard_core::TenantId) -> String {
+    let id = tenant.as_str();
+    if id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        format!("SWITCHYARD_WEBHOOK_SECRET_{}", id.to_ascii_uppercase())
+    } else {
+        format!("SWITCHYARD_WEBHOOK_SECRET_H_{}", hex::encode_upper(id))
+    }
+}
+
 /// Where signing keys come from: the environment in production, a map in tests.
 pub type KeyLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
@@ -200,17 +213,26 @@ impl<S: Store, E: EventSink> Dispatcher<S, E> {
         Ok(())
     }
 
-    /// The tenant's keys (`SWITCHYARD_WEBHOOK_SECRET_<TENANT>`), else the default ones
-    /// (`SWITCHYARD_WEBHOOK_SECRET`). Never chosen by the message: a job naming another
-    /// tenant's secret would otherwise get its results signed with that tenant's key.
+    /// The tenant's own keys, from [`tenant_secret_var`]. Never chosen by the message, and no
+    /// key shared between tenants: otherwise one tenant could receive a result signed with a
+    /// key another tenant's receiver trusts, and replay it there. No key: sent unsigned, with
+    /// a warning naming the variable.
     fn signing_keys(
         &self,
         delivery: &WebhookDelivery,
     ) -> Result<Option<SigningKeys>, sign::SecretError> {
-        let lookup = |name: &str| (self.keys)(name);
-        match sign::keys_from_env(Some(delivery.tenant_id.as_str()), lookup)? {
-            Some(keys) => Ok(Some(keys)),
-            None => sign::keys_from_env(None, lookup),
+        let var = tenant_secret_var(&delivery.tenant_id);
+        match (self.keys)(&var) {
+            Some(value) => SigningKeys::parse(&value).map(Some).map_err(|reason| {
+                sign::SecretError::InVariable {
+                    var,
+                    reason: Box::new(reason),
+                }
+            }),
+            None => {
+                warn!(message = "No signing key for the tenant; the webhook goes out unsigned.", tenant_id = %delivery.tenant_id, variable = %var);
+                Ok(None)
+            }
         }
     }
 
@@ -281,5 +303,27 @@ impl<S: Store, E: EventSink> Dispatcher<S, E> {
             warn!(message = "Failed to publish webhook_exhausted.", %error, job_id = %delivery.job_id);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use switchyard_core::TenantId;
+
+    use super::*;
+
+    #[test]
+    fn every_tenant_has_its_own_secret_variable() {
+        let var = |t: &str| tenant_secret_var(&TenantId::new(t).unwrap());
+        assert_eq!(var("acme"), "SWITCHYARD_WEBHOOK_SECRET_ACME");
+        assert_eq!(var("acme-co"), "SWITCHYARD_WEBHOOK_SECRET_H_61636D652D636F");
+        let names = ["acme-co", "acme_co", "acme.co", "acmeco", "h_61", "a--b"];
+        let vars: std::collections::HashSet<String> = names.iter().map(|n| var(n)).collect();
+        assert_eq!(vars.len(), names.len(), "{vars:?}");
+        assert!(
+            vars.iter()
+                .all(|v| !v["SWITCHYARD_".len()..].contains("__")),
+            "{vars:?}"
+        );
     }
 }
