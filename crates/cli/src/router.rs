@@ -35,8 +35,10 @@ struct StoreSpend(AnyStore);
 impl SpendSource for StoreSpend {
     async fn spent(&self, tenant: &TenantId) -> Result<Spent, String> {
         let now = Utc::now();
-        let day = self.0.spend(tenant, Period::day_of(now)).await;
-        let month = self.0.spend(tenant, Period::month_of(now)).await;
+        let (day, month) = tokio::join!(
+            self.0.spend(tenant, Period::day_of(now)),
+            self.0.spend(tenant, Period::month_of(now)),
+        );
         match (day, month) {
             (Ok(day), Ok(month)) => Ok(spent_from_micros(day.0, month.0)),
             (Err(error), _) | (_, Err(error)) => Err(error.to_string()),

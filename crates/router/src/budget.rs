@@ -2,8 +2,12 @@
 //!
 //! The check is made on the backend actually chosen — fallbacks included — and a downgrade
 //! re-decides with the remaining budget as a hard cost limit, so neither a fallback nor a
-//! downgrade can spend past the budget (LiteLLM has charged over-budget keys through
-//! fallbacks).
+//! downgrade is chosen past the budget (LiteLLM has charged over-budget keys through
+//! fallbacks), and the fallbacks a decision hands on keep within the same limit.
+//!
+//! Budgets are soft by what is in flight: spend moves when workers finish (and the router
+//! caches it for a few seconds), so jobs routed meanwhile are not reserved against it. A
+//! reservation per routed estimate is the next step.
 
 use rust_decimal::Decimal;
 use switchyard_core::contracts::{ErrorClass, Optimize};
@@ -227,6 +231,24 @@ mod tests {
         );
         let out = check(OnExceed::Downgrade, &["mid", "small"], spent("0.93", "2"));
         assert!(out.starts_with("mid ("), "{out}");
+    }
+
+    #[test]
+    fn handed_on_fallbacks_keep_within_the_remaining_budget() {
+        let backends = [
+            backend("premium", "0.30", 0.9),
+            backend("mid", "0.05", 0.6),
+            backend("small", "0.01", 0.4),
+        ];
+        let policy = policy(OnExceed::Downgrade, &["mid", "small"]);
+        let choice = route(&job(), &policy, &backends, spent("0.97", "2")).unwrap();
+        assert_eq!(choice.backend_id.as_str(), "small");
+        // `mid` would cost $0.05 of the $0.03 left: a worker must not fall back to it.
+        assert!(choice.fallbacks.is_empty(), "{:?}", choice.fallbacks);
+        let roomy = route(&job(), &policy, &backends, spent("0", "0")).unwrap();
+        assert_eq!(roomy.backend_id.as_str(), "premium");
+        let names: Vec<&str> = roomy.fallbacks.iter().map(BackendId::as_str).collect();
+        assert_eq!(names, ["mid", "small"]);
     }
 
     #[test]

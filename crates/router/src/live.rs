@@ -88,9 +88,13 @@ impl LiveState {
         if ok {
             state.consecutive_failures = 0;
             if state.cooling_until.is_some_and(|until| at >= until) {
-                // Half-open and it worked: closed again, and the next trip starts short.
+                // Half-open and it worked: closed again with a clean slate (failures of jobs
+                // still in flight during the cooldown say nothing about now), and the next
+                // trip starts short.
                 state.cooling_until = None;
                 state.trips = 0;
+                state.recent.clear();
+                state.recent.push_back(true);
             }
             return;
         }
@@ -238,6 +242,24 @@ mod tests {
         live.observe(&id, Ok(50), t);
         live.observe(&id, Err(()), t);
         assert_eq!(health(&live, &id, t).0, Health::Cooling);
+    }
+
+    #[test]
+    fn failures_during_the_cooldown_do_not_retrip_a_recovered_backend() {
+        let id = BackendId::new("recovering").unwrap();
+        let mut live = LiveState::default();
+        let t = Instant::now();
+        for _ in 0..5 {
+            live.observe(&id, Err(()), t);
+        }
+        // Jobs already in flight fail during the cooldown.
+        for _ in 0..10 {
+            live.observe(&id, Err(()), t + Duration::from_secs(1));
+        }
+        let after = t + Duration::from_secs(31);
+        live.observe(&id, Ok(20), after);
+        live.observe(&id, Err(()), after);
+        assert_eq!(health(&live, &id, after).0, Health::Ok);
     }
 
     #[test]

@@ -243,12 +243,7 @@ pub fn decide(
             backend.id,
             strategy_name(&strategy)
         );
-        let remaining: Vec<BackendId> = rule
-            .fallbacks
-            .iter()
-            .filter(|f| **f != backend.id)
-            .cloned()
-            .collect();
+        let remaining = usable_fallbacks(&rule.fallbacks, &backend.id, backends, job, &limits);
         return Ok(choice(
             backend,
             rule,
@@ -278,7 +273,13 @@ pub fn decide(
                     rule,
                     Strategy::Fallback,
                     reason,
-                    &rule.fallbacks[i + 1..],
+                    &usable_fallbacks(
+                        &rule.fallbacks[i + 1..],
+                        &backend.id,
+                        backends,
+                        job,
+                        &limits,
+                    ),
                 ));
             }
             Some(why) => skipped.push(format!("fallback {fallback} {why}")),
@@ -405,6 +406,28 @@ fn contract_strategy(strategy: &RuleStrategy) -> Strategy {
         RuleStrategy::Pinned(_) => Strategy::Pinned,
         RuleStrategy::Weighted(_) => Strategy::Weighted,
     }
+}
+
+/// The fallbacks a worker may hand the job on to: those that serve the task and keep within
+/// the same limits now, so a fallback later can never break the budget the decision kept.
+fn usable_fallbacks(
+    fallbacks: &[BackendId],
+    chosen: &BackendId,
+    backends: &[BackendState],
+    job: &JobFacts,
+    limits: &Limits,
+) -> Vec<BackendId> {
+    fallbacks
+        .iter()
+        .filter(|f| *f != chosen)
+        .filter(|f| {
+            backends
+                .iter()
+                .find(|b| b.id == **f)
+                .is_some_and(|b| b.tasks.contains(&job.task) && refusal(b, limits).is_none())
+        })
+        .cloned()
+        .collect()
 }
 
 fn choice(

@@ -21,17 +21,17 @@ use switchyard_bus::runtime::{Failure, Handler, JobContext};
 use switchyard_bus::{Bus, Outgoing, headers};
 use switchyard_core::config::Backend;
 use switchyard_core::contracts::{
-    self, Decision, ErrorClass, JobEnvelope, RoutedJob, RoutedSchema, Task,
+    self, Decision, ErrorClass, JobEnvelope, MultiTask, ParentRef, RoutedJob, RoutedSchema, Task,
 };
 use switchyard_core::rates::RatesTable;
-use switchyard_core::{BackendId, PlanName, QueueName, TenantId};
+use switchyard_core::{BackendId, JobId, PlanName, QueueName, TenantId};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::budget::{self, Spent};
 use crate::estimate;
 use crate::live::LiveState;
-use crate::policy::{JobFacts, Policy};
+use crate::policy::{Choice, JobFacts, Policy};
 use crate::policy_file::{PolicyError, load_policy};
 
 /// Where the router learns what a tenant spent: the ledger's spend totals in production.
@@ -126,12 +126,15 @@ fn modified_at(path: &Path) -> Option<SystemTime> {
 pub struct RouterSettings {
     /// How long a tenant's spend is reused before the ledger is asked again.
     pub spend_ttl: Duration,
+    /// Longest wait for the ledger's answer; past it the job is routed without the check.
+    pub spend_timeout: Duration,
 }
 
 impl Default for RouterSettings {
     fn default() -> Self {
         RouterSettings {
             spend_ttl: Duration::from_secs(5),
+            spend_timeout: Duration::from_millis(500),
         }
     }
 }
@@ -144,7 +147,7 @@ pub struct Router<B, S> {
     policy: Arc<PolicyHandle>,
     live: Arc<Mutex<LiveState>>,
     spend: S,
-    spend_cache: Mutex<HashMap<TenantId, (Instant, Spent)>>,
+    spend_cache: Mutex<HashMap<TenantId, (Instant, Option<Spent>)>>,
     settings: RouterSettings,
 }
 
@@ -186,24 +189,32 @@ impl<B: Bus, S: SpendSource> Router<B, S> {
 
     async fn spent(&self, tenant: &TenantId, plan: &PlanName, policy: &Policy) -> Option<Spent> {
         budget::budget_for(&policy.budgets, tenant, plan)?;
-        let cached = lock(&self.spend_cache)
+        if let Some((_, spent)) = lock(&self.spend_cache)
             .get(tenant)
             .filter(|(at, _)| at.elapsed() < self.settings.spend_ttl)
-            .map(|(_, spent)| *spent);
-        if cached.is_some() {
-            return cached;
+        {
+            return *spent;
         }
-        match self.spend.spent(tenant).await {
-            Ok(spent) => {
-                lock(&self.spend_cache).insert(tenant.clone(), (Instant::now(), spent));
-                Some(spent)
-            }
-            Err(error) => {
-                // Routing goes on without the budget rather than stopping every tenant.
+        // A slow or failing store must not stall routing for every tenant: bounded, and a
+        // failure is remembered for the same TTL as a success.
+        let spent = match tokio::time::timeout(
+            self.settings.spend_timeout,
+            self.spend.spent(tenant),
+        )
+        .await
+        {
+            Ok(Ok(spent)) => Some(spent),
+            Ok(Err(error)) => {
                 warn!(message = "Cannot read spend; routing without the budget check.", tenant_id = %tenant, %error);
                 None
             }
-        }
+            Err(_) => {
+                warn!(message = "Spend read timed out; routing without the budget check.", tenant_id = %tenant, timeout_ms = self.settings.spend_timeout.as_millis() as u64);
+                None
+            }
+        };
+        lock(&self.spend_cache).insert(tenant.clone(), (Instant::now(), spent));
+        spent
     }
 }
 
@@ -221,47 +232,83 @@ impl<B: Bus, S: SpendSource> Handler for Router<B, S> {
     type Message = JobEnvelope;
 
     async fn handle(&self, job: JobEnvelope, context: JobContext) -> Result<(), Failure> {
-        if let Task::Multi(_) = job.task {
-            // Fan-out needs the durable join in the store; until then such jobs are refused
-            // visibly rather than half-served.
-            return Err(Failure::reject(
-                ErrorClass::NoRoute,
-                "multi-model (fan-out) jobs are not routed by this version of the router",
-            ));
-        }
         let policy = self.policy.current();
-        let facts = JobFacts::from_job(&job);
+        if let Task::Multi(multi) = &job.task {
+            return self.fan_out(&job, multi, &policy, &context).await;
+        }
+        let choice = self.choose(&job, &policy).await?;
+        self.publish(routed_job(job, choice, &policy, None), &context)
+            .await
+    }
+}
+
+impl<B: Bus, S: SpendSource> Router<B, S> {
+    async fn choose(&self, job: &JobEnvelope, policy: &Policy) -> Result<Choice, Failure> {
+        let facts = JobFacts::from_job(job);
         let mut states =
             estimate::backend_states(&self.catalog, &self.rates, &facts, max_tokens(&job.task));
         lock(&self.live).apply(&mut states, Instant::now());
-        let spent = self.spent(&job.tenant_id, &job.plan, &policy).await;
-        let choice = budget::route(&facts, &policy, &states, spent).map_err(|refusal| {
+        let spent = self.spent(&job.tenant_id, &job.plan, policy).await;
+        let choice = budget::route(&facts, policy, &states, spent).map_err(|refusal| {
             info!(message = "Job not routed.", job_id = %job.job_id, tenant_id = %job.tenant_id, class = %refusal.class, reason = %refusal.reason);
             Failure::reject(refusal.class, refusal.reason)
         })?;
         debug!(message = "Routed.", job_id = %job.job_id, backend = %choice.backend_id, rule = %choice.rule);
-        let queue = choice.queue.clone();
-        let routed = RoutedJob {
-            schema: RoutedSchema,
-            decision: Decision {
-                backend_id: choice.backend_id,
-                queue: choice.queue,
-                rule: choice.rule,
-                strategy: choice.strategy,
-                reason: choice.reason,
-                // The contract carries at most 12 decimals; round up so it never understates.
-                estimated_cost_usd: choice
-                    .estimated_cost_usd
-                    .round_dp_with_strategy(12, rust_decimal::RoundingStrategy::AwayFromZero)
-                    .normalize(),
-                estimated_latency_ms: choice.estimated_latency_ms,
-                fallbacks: choice.fallbacks,
-                policy_version: policy.version.clone(),
-                decided_at: Utc::now(),
-            },
-            parent: None,
-            job,
-        };
+        Ok(choice)
+    }
+
+    /// The Map state: each subtask becomes a child job (a deterministic id, so a redelivered
+    /// parent republishes the same children and the workers' idempotency absorbs it), routed
+    /// on its own; the children carry what the ledger's join needs to finish the parent. All
+    /// or nothing: if one subtask cannot be routed, nothing is published and the parent is
+    /// dead-lettered naming it.
+    async fn fan_out(
+        &self,
+        job: &JobEnvelope,
+        multi: &MultiTask,
+        policy: &Policy,
+        context: &JobContext,
+    ) -> Result<(), Failure> {
+        let siblings: Vec<String> = multi.subtasks.iter().map(|s| s.name.clone()).collect();
+        let mut children = Vec::with_capacity(multi.subtasks.len());
+        let mut refused = Vec::new();
+        for subtask in &multi.subtasks {
+            let mut child = job.clone();
+            child.job_id = child_id(job.job_id, &subtask.name);
+            child.task = subtask.task.clone();
+            child.callback = None;
+            child.idempotency_key = None;
+            match self.choose(&child, policy).await {
+                Ok(choice) => children.push((child, choice, subtask.name.clone())),
+                Err(Failure::Reject(rejection)) => refused.push((subtask.name.clone(), rejection)),
+                Err(retry @ Failure::Retry(_)) => return Err(retry),
+            }
+        }
+        if let Some((_, first)) = refused.first() {
+            let names: Vec<String> = refused
+                .iter()
+                .map(|(name, r)| format!("subtask {name}: {}", r.reason))
+                .collect();
+            return Err(Failure::reject(
+                first.class,
+                format!("no subtask was published; {}", names.join("; ")),
+            ));
+        }
+        for (child, choice, name) in children {
+            let parent = ParentRef {
+                job_id: job.job_id,
+                subtask: name,
+                siblings: siblings.clone(),
+                callback: job.callback.clone(),
+            };
+            self.publish(routed_job(child, choice, policy, Some(parent)), context)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn publish(&self, routed: RoutedJob, context: &JobContext) -> Result<(), Failure> {
+        let queue = routed.decision.queue.clone();
         let mut message = Outgoing::new(contracts::encode(&routed))
             .with_key(routed.job.tenant_id.as_str())
             .with_header(headers::CONTENT_TYPE, "application/json");
@@ -271,6 +318,55 @@ impl<B: Bus, S: SpendSource> Handler for Router<B, S> {
             .await
             .map_err(|error| Failure::Retry(format!("publishing to {queue}: {error}")))
     }
+}
+
+fn routed_job(
+    job: JobEnvelope,
+    choice: Choice,
+    policy: &Policy,
+    parent: Option<ParentRef>,
+) -> RoutedJob {
+    RoutedJob {
+        schema: RoutedSchema,
+        decision: Decision {
+            backend_id: choice.backend_id,
+            queue: choice.queue,
+            rule: choice.rule,
+            strategy: choice.strategy,
+            reason: choice.reason,
+            // The contract carries at most 12 decimals; round up so it never understates.
+            estimated_cost_usd: choice
+                .estimated_cost_usd
+                .round_dp_with_strategy(12, rust_decimal::RoundingStrategy::AwayFromZero)
+                .normalize(),
+            estimated_latency_ms: choice.estimated_latency_ms,
+            fallbacks: choice.fallbacks,
+            policy_version: policy.version.clone(),
+            decided_at: Utc::now(),
+        },
+        parent,
+        job,
+    }
+}
+
+/// A child's job id: the parent's timestamp and 80 bits of a stable hash (FNV-1a, 128 bit) of
+/// the parent id and the subtask name. Stable across processes and releases, unlike std's
+/// hasher, so every router derives the same children.
+pub fn child_id(parent: JobId, subtask: &str) -> JobId {
+    const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
+    let mut hash = OFFSET;
+    for byte in parent
+        .0
+        .to_bytes()
+        .iter()
+        .chain([0u8].iter())
+        .chain(subtask.as_bytes())
+    {
+        hash ^= u128::from(*byte);
+        hash = hash.wrapping_mul(PRIME);
+    }
+    JobId(ulid::Ulid::from_parts(parent.0.timestamp_ms(), hash))
 }
 
 /// Polls the policy file for changes (and reloads on SIGHUP) until `shutdown`.
@@ -372,7 +468,11 @@ pub async fn watch_outcomes<B: Bus>(
             Ok(event) => {
                 let outcome = match (event.state, event.latency_ms) {
                     (JobState::Succeeded, Some(latency)) => Some(Ok(latency)),
-                    (JobState::Failed | JobState::DeadLettered, _) => Some(Err(())),
+                    (JobState::Failed | JobState::DeadLettered, _) => event
+                        .error
+                        .as_ref()
+                        .is_some_and(|e| backend_at_fault(e.class))
+                        .then_some(Err(())),
                     _ => None,
                 };
                 if let (Some(backend), Some(outcome)) = (&event.backend_id, outcome) {
@@ -388,4 +488,19 @@ pub async fn watch_outcomes<B: Bus>(
     }
     consumer.close().await;
     Ok(())
+}
+
+/// Whether a failure of this class says something about the backend. A tenant's corrupt
+/// images or refused prompts must not open the breaker for every tenant.
+pub fn backend_at_fault(class: ErrorClass) -> bool {
+    match class {
+        ErrorClass::RetriesExhausted | ErrorClass::DeadlineExceeded | ErrorClass::Internal => true,
+        ErrorClass::Decode
+        | ErrorClass::SchemaInvalid
+        | ErrorClass::Oversized
+        | ErrorClass::NoRoute
+        | ErrorClass::BudgetExceeded
+        | ErrorClass::InvalidInput
+        | ErrorClass::ProviderRejected => false,
+    }
 }

@@ -15,14 +15,14 @@ use switchyard_bus::runtime::{self, Counters, Settings};
 use switchyard_bus::scheduler::WeightedConsumer;
 use switchyard_bus::{Bus, Consumer, Delivery, Outgoing, headers};
 use switchyard_core::config::Config;
-use switchyard_core::contracts::{self, DeadLetter, ErrorClass, JobEnvelope, RoutedJob};
+use switchyard_core::contracts::{self, DeadLetter, ErrorClass, JobEnvelope, RoutedJob, Task};
 use switchyard_core::{JobId, TenantId, Tier};
 use switchyard_router::budget::Spent;
 use switchyard_router::estimate::backend_states;
 use switchyard_router::live::LiveState;
 use switchyard_router::policy::JobFacts;
 use switchyard_router::policy_file::{DEFAULT_POLICY_TOML, load_policy};
-use switchyard_router::worker::{PolicyHandle, Router, RouterSettings, SpendSource};
+use switchyard_router::worker::{PolicyHandle, Router, RouterSettings, SpendSource, child_id};
 use tokio_util::sync::CancellationToken;
 
 fn root() -> PathBuf {
@@ -180,13 +180,25 @@ async fn a_job_no_backend_can_serve_is_dead_lettered_with_the_rule_trace() {
     );
     assert!(letter.reason.contains("costs $"), "{}", letter.reason);
 
+    // A multi job with one unroutable subtask publishes no child at all.
     let mut multi = example("job.multi.json");
     multi.priority = Tier::Batch;
+    multi.routing.max_cost_usd = Some("0".parse().unwrap());
     submit(&running.bus, &multi).await;
     let (letter, _): (DeadLetter, _) =
         next_on(&running.bus, &Tier::Batch.queue().dead_letter()).await;
     assert_eq!(letter.error_class, ErrorClass::NoRoute);
-    assert!(letter.reason.contains("fan-out"), "{}", letter.reason);
+    assert!(
+        letter
+            .reason
+            .starts_with("no subtask was published; subtask objects: rule"),
+        "{}",
+        letter.reason
+    );
+    for backend in config().backends {
+        let depth = running.bus.depth(&backend.queue).await.unwrap();
+        assert_eq!(depth.ready, 0, "{}", backend.id);
+    }
     running.shutdown.cancel();
     running.task.await.unwrap();
 }
@@ -262,4 +274,51 @@ async fn an_invalid_policy_is_refused_on_reload_and_a_valid_one_takes_over() {
     running.shutdown.cancel();
     running.task.await.unwrap();
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_multi_job_fans_out_into_children_that_name_their_parent() {
+    let running = start(DEFAULT_POLICY_TOML, None, FixedSpend("0")).await;
+    let config = config();
+    let policy = load_policy(DEFAULT_POLICY_TOML, "test", &config.backends).unwrap();
+    let multi = example("job.multi.json");
+    let Task::Multi(task) = &multi.task else {
+        unreachable!("job.multi.json is a multi job")
+    };
+    // Delivered twice (a redelivery after a crash): the same children, by id.
+    submit(&running.bus, &multi).await;
+    submit(&running.bus, &multi).await;
+    for subtask in &task.subtasks {
+        let mut child = multi.clone();
+        child.job_id = child_id(multi.job_id, &subtask.name);
+        child.task = subtask.task.clone();
+        child.callback = None;
+        let facts = JobFacts::from_job(&child);
+        let states = backend_states(&config.backends, &config.rates, &facts, None);
+        let expected = switchyard_router::budget::route(&facts, &policy, &states, None).unwrap();
+        for _ in 0..2 {
+            let (routed, _): (RoutedJob, _) = next_on(&running.bus, &expected.queue).await;
+            assert_eq!(routed.job.job_id, child.job_id, "{}", subtask.name);
+            assert_eq!(routed.job.task, subtask.task);
+            assert_eq!(
+                routed.job.callback, None,
+                "children announce nothing themselves"
+            );
+            let parent = routed.parent.unwrap();
+            assert_eq!(parent.job_id, multi.job_id);
+            assert_eq!(parent.subtask, subtask.name);
+            assert_eq!(parent.siblings, ["objects", "caption"]);
+            assert_eq!(parent.callback, multi.callback);
+        }
+    }
+    assert_ne!(
+        child_id(multi.job_id, "objects"),
+        child_id(multi.job_id, "caption")
+    );
+    assert_eq!(
+        child_id(multi.job_id, "objects").0.timestamp_ms(),
+        multi.job_id.0.timestamp_ms()
+    );
+    running.shutdown.cancel();
+    running.task.await.unwrap();
 }

@@ -286,8 +286,10 @@ impl KafkaBus {
         stop: CancellationToken,
     ) -> Result<(), BusError> {
         let topic = KafkaBus::retry_topic(queue, tier);
+        // Always from the start: a relay that skipped waiting retries would lose them.
         let consumer: StreamConsumer = self
             .consumer_config(&format!("{group}.retry"))
+            .set("auto.offset.reset", "earliest")
             .create()
             .map_err(kafka_error)?;
         consumer.subscribe(&[&topic]).map_err(kafka_error)?;
