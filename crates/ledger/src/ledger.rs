@@ -118,6 +118,33 @@ pub struct LedgerSettings {
     pub presign_ttl: Duration,
 }
 
+impl LedgerSettings {
+    /// From `[blobs]` and `[webhooks]`. Links live at least as long as the webhook schedule
+    /// plus an hour, so the last retry still carries a working link (S3 caps presigned links
+    /// at seven days).
+    pub fn from_config(config: &switchyard_core::config::Config) -> LedgerSettings {
+        use switchyard_core::config::BlobsConfig;
+        let (inline, ttl) = match &config.blobs {
+            BlobsConfig::Local {
+                inline_output_limit_bytes,
+                ..
+            } => (*inline_output_limit_bytes, Duration::ZERO),
+            BlobsConfig::S3 {
+                inline_output_limit_bytes,
+                presign_ttl,
+                ..
+            } => (*inline_output_limit_bytes, *presign_ttl),
+        };
+        let schedule: Duration = config.webhooks.schedule.iter().sum();
+        let week = Duration::from_secs(7 * 24 * 3600);
+        LedgerSettings {
+            inline_output_limit_bytes: inline,
+            webhook_body_limit_bytes: config.webhooks.max_body_bytes,
+            presign_ttl: ttl.max(schedule + Duration::from_secs(3600)).min(week),
+        }
+    }
+}
+
 impl Default for LedgerSettings {
     fn default() -> Self {
         LedgerSettings {
@@ -522,5 +549,25 @@ fn lifecycle_event(job: &Announce<'_>, result: &ResultDocument, state: JobState)
         cost_micros: Some(result.cost_micros),
         latency_ms: Some(result.latency_ms),
         trace: job.trace.cloned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_outlive_the_webhook_schedule() {
+        let config = switchyard_core::config::Config::from_parts(
+            "[blobs]\nkind = \"s3\"\nbucket = \"b\"\npresign_ttl = \"1h\"\n",
+            "test",
+            &[],
+            None,
+        )
+        .unwrap();
+        let settings = LedgerSettings::from_config(&config);
+        // The default schedule spans 27 h 35 min 5 s.
+        assert_eq!(settings.presign_ttl, Duration::from_secs(99_305 + 3600));
+        assert_eq!(settings.webhook_body_limit_bytes, 256 * 1024);
     }
 }

@@ -492,18 +492,32 @@ async fn webhooks_are_claimed_once_and_resume_after_a_lease(store: impl Store) {
     assert_eq!(again.iter().map(|d| d.job_id).collect::<Vec<_>>(), [due]);
 
     let id = WebhookDelivery::id_for(due);
-    store
-        .record_webhook_attempt(
-            &id,
-            &WebhookAttempt {
-                at: at(33),
-                status: Some(503),
-                error: Some("503 Service Unavailable".into()),
-                next: AttemptNext::RetryAt(at(40)),
-            },
-        )
-        .await
-        .unwrap();
+    // The first claimer was too slow: its lease ran out and `again` took over. Its late
+    // record must change nothing, or it could undo the new holder's delivery.
+    let stale = WebhookAttempt {
+        claimed_until: claimed[0].next_attempt_at,
+        at: at(34),
+        status: Some(204),
+        error: None,
+        next: AttemptNext::Delivered,
+    };
+    assert!(!store.record_webhook_attempt(&id, &stale).await.unwrap());
+    assert_eq!(store.webhook(&id).await.unwrap().unwrap().attempts, 0);
+    assert!(
+        store
+            .record_webhook_attempt(
+                &id,
+                &WebhookAttempt {
+                    claimed_until: again[0].next_attempt_at,
+                    at: at(33),
+                    status: Some(503),
+                    error: Some("503 Service Unavailable".into()),
+                    next: AttemptNext::RetryAt(at(40)),
+                },
+            )
+            .await
+            .unwrap()
+    );
     let pending = store.webhook(&id).await.unwrap().unwrap();
     assert_eq!(
         (pending.state, pending.attempts, pending.last_status),
@@ -516,18 +530,13 @@ async fn webhooks_are_claimed_once_and_resume_after_a_lease(store: impl Store) {
             .unwrap()
             .is_empty()
     );
-    assert_eq!(
-        store
-            .claim_due_webhooks(at(40), lease, 10)
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    let third = store.claim_due_webhooks(at(40), lease, 10).await.unwrap();
+    assert_eq!(third.len(), 1);
     store
         .record_webhook_attempt(
             &id,
             &WebhookAttempt {
+                claimed_until: third[0].next_attempt_at,
                 at: at(41),
                 status: Some(204),
                 error: None,

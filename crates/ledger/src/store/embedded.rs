@@ -663,7 +663,7 @@ impl Store for EmbeddedStore {
         &self,
         webhook_id: &str,
         attempt: &WebhookAttempt,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let webhook_id = webhook_id.to_owned();
         let attempt = attempt.clone();
         self.with(move |c| {
@@ -680,6 +680,11 @@ impl Store for EmbeddedStore {
                 return Err(corrupt("webhook", format!("no delivery {webhook_id}")));
             };
             let mut delivery: WebhookDelivery = from_json("webhook", &doc)?;
+            if delivery.state != WebhookState::Pending
+                || millis(delivery.next_attempt_at) != millis(attempt.claimed_until)
+            {
+                return Ok(false);
+            }
             apply_attempt(&mut delivery, &attempt);
             tx.execute(
                 "UPDATE webhooks SET state = ?2, next_ms = ?3, doc = ?4 WHERE webhook_id = ?1",
@@ -691,7 +696,8 @@ impl Store for EmbeddedStore {
                 ],
             )
             .map_err(unavailable)?;
-            tx.commit().map_err(unavailable)
+            tx.commit().map_err(unavailable)?;
+            Ok(true)
         })
         .await
     }

@@ -248,6 +248,9 @@ impl WebhookDelivery {
 /// How one attempt ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WebhookAttempt {
+    /// The due time the claim set (`next_attempt_at` of the claimed delivery): the attempt is
+    /// recorded only while the claim still holds.
+    pub claimed_until: DateTime<Utc>,
     pub at: DateTime<Utc>,
     pub status: Option<u16>,
     pub error: Option<String>,
@@ -353,12 +356,15 @@ pub trait Store: Clone + Send + Sync + 'static {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<WebhookDelivery>, StoreError>> + Send;
 
-    /// Records an attempt of a delivery (its count goes up by one).
+    /// Records an attempt of a delivery (its count goes up by one) if the claim it was made
+    /// under still holds; `false` when it does not (the lease ran out and another dispatcher
+    /// took the delivery over), and nothing is written: a stale dispatcher can neither undo a
+    /// delivery nor exhaust one.
     fn record_webhook_attempt(
         &self,
         webhook_id: &str,
         attempt: &WebhookAttempt,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     fn webhook(
         &self,
@@ -541,7 +547,7 @@ impl Store for AnyStore {
         &self,
         webhook_id: &str,
         attempt: &WebhookAttempt,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         dispatch!(self, s => s.record_webhook_attempt(webhook_id, attempt))
     }
     async fn webhook(&self, webhook_id: &str) -> Result<Option<WebhookDelivery>, StoreError> {

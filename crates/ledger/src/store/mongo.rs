@@ -719,20 +719,26 @@ impl Store for MongoStore {
         &self,
         webhook_id: &str,
         attempt: &WebhookAttempt,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let webhooks = self.collection("webhooks");
+        let claim = doc! {
+            "_id": webhook_id,
+            "state": WebhookState::Pending.as_str(),
+            "next_at": date(attempt.claimed_until),
+        };
         let Some(document) = webhooks
-            .find_one(doc! { "_id": webhook_id })
+            .find_one(claim.clone())
             .await
             .map_err(unavailable)?
         else {
-            return Err(corrupt("webhook", format!("no delivery {webhook_id}")));
+            return Ok(false);
         };
         let mut delivery: WebhookDelivery = embedded("webhook", document)?;
         apply_attempt(&mut delivery, attempt);
-        webhooks
+        // Guarded by the claim again: whoever took the delivery over since the read wins.
+        let replaced = webhooks
             .replace_one(
-                doc! { "_id": webhook_id },
+                claim,
                 doc! {
                     "_id": webhook_id,
                     "state": delivery.state.as_str(),
@@ -742,7 +748,7 @@ impl Store for MongoStore {
             )
             .await
             .map_err(unavailable)?;
-        Ok(())
+        Ok(replaced.matched_count == 1)
     }
 
     /// One insert per child (`_id` = parent:name, the first one wins), then one read of the

@@ -109,10 +109,13 @@ impl<S: Store, E: EventSink> Dispatcher<S, E> {
     pub async fn run(&self, shutdown: CancellationToken) {
         let mut failures = 0u32;
         loop {
-            let sent = tokio::select! {
-                () = shutdown.cancelled() => break,
-                sent = self.round(Utc::now()) => sent,
-            };
+            if shutdown.is_cancelled() {
+                break;
+            }
+            // A round in progress is finished, not dropped: an attempt already sent must be
+            // recorded, or it would be sent again after the lease with its count unchanged.
+            // A round is bounded by the client's timeout.
+            let sent = self.round(Utc::now()).await;
             let pause = match sent {
                 Ok(0) => {
                     failures = 0;
@@ -196,10 +199,12 @@ impl<S: Store, E: EventSink> Dispatcher<S, E> {
             }
             (_, None) => {}
         }
-        self.store
+        let recorded = self
+            .store
             .record_webhook_attempt(
                 &delivery.webhook_id,
                 &WebhookAttempt {
+                    claimed_until: delivery.next_attempt_at,
                     at: now,
                     status,
                     error: error.clone(),
@@ -207,6 +212,10 @@ impl<S: Store, E: EventSink> Dispatcher<S, E> {
                 },
             )
             .await?;
+        if !recorded {
+            warn!(message = "Lost the claim on a webhook while attempting it; the new holder decides.", job_id = %delivery.job_id);
+            return Ok(());
+        }
         if next == AttemptNext::Exhausted {
             self.exhausted(&delivery, now, error).await?;
         }
