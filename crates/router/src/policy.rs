@@ -166,9 +166,22 @@ pub fn decide(
     };
     let serves = |b: &&BackendState| b.tasks.contains(&job.task);
 
-    // A job may pin a backend; it still has to serve the task, be healthy and keep within the
-    // limits (the job's own budget included).
-    if let Some(pinned) = &job.pinned {
+    // A job may pin a backend where the rule lets hints count and the pin is one of its
+    // candidates (a `free` plan cannot pin its way to a premium model); it still has to serve
+    // the task, be healthy and keep within the limits (the job's own budget included).
+    let pin = job.pinned.as_ref().filter(|pinned| {
+        let allowed =
+            rule.honor_hints && (rule.candidates.is_empty() || rule.candidates.contains(pinned));
+        if !allowed {
+            let _ = write!(
+                trace,
+                "job pinned {pinned}, which rule {} does not allow; ",
+                rule.name
+            );
+        }
+        allowed
+    });
+    if let Some(pinned) = pin {
         if let Some(backend) = backends.iter().filter(serves).find(|b| &b.id == pinned) {
             match refusal(backend, &limits) {
                 None => {
@@ -687,6 +700,32 @@ mod tests {
         // A pin to a backend that cannot serve the task is ignored, with a trace.
         pinned.pinned = Some(id("yolo-gpu"));
         assert_eq!(pick(&pinned, &policy, &backends), "nano");
+    }
+
+    #[test]
+    fn pins_stay_within_the_rule_and_the_limits() {
+        let backends = fleet();
+        let mut pinned = job();
+        pinned.pinned = Some(id("sonnet"));
+        // A rule restricted to small models: the pin does not buy its way out.
+        let mut small = rule("small-only", RuleStrategy::Cheapest);
+        small.candidates = vec![id("nano"), id("haiku")];
+        assert_eq!(pick(&pinned, &policy(vec![small]), &backends), "nano");
+        // A rule that ignores hints ignores pins too.
+        let mut strict = rule("strict", RuleStrategy::Cheapest);
+        strict.honor_hints = false;
+        assert_eq!(pick(&pinned, &policy(vec![strict]), &backends), "nano");
+        // The job's own budget holds for its pin: with nothing cheap enough, no route.
+        pinned.max_cost_usd = Some(Decimal::ZERO);
+        let out = pick(
+            &pinned,
+            &policy(vec![rule("r", RuleStrategy::Cheapest)]),
+            &backends,
+        );
+        assert!(
+            out.starts_with("no_route: rule r: job pinned sonnet but it costs $"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -31,7 +31,7 @@ use tracing::{debug, info, warn};
 use crate::budget::{self, Spent};
 use crate::estimate;
 use crate::live::LiveState;
-use crate::policy::{Choice, JobFacts, Policy};
+use crate::policy::{BackendState, Choice, Health, JobFacts, Policy};
 use crate::policy_file::{PolicyError, load_policy};
 
 /// Where the router learns what a tenant spent: the ledger's spend totals in production.
@@ -218,6 +218,17 @@ impl<B: Bus, S: SpendSource> Router<B, S> {
     }
 }
 
+fn all_healthy(states: &[BackendState]) -> Vec<BackendState> {
+    states
+        .iter()
+        .cloned()
+        .map(|mut s| {
+            s.health = Health::Ok;
+            s
+        })
+        .collect()
+}
+
 /// A rough token budget for the estimate: what the job asks for.
 fn max_tokens(task: &Task) -> Option<u32> {
     match task {
@@ -249,10 +260,26 @@ impl<B: Bus, S: SpendSource> Router<B, S> {
             estimate::backend_states(&self.catalog, &self.rates, &facts, max_tokens(&job.task));
         lock(&self.live).apply(&mut states, Instant::now());
         let spent = self.spent(&job.tenant_id, &job.plan, policy).await;
-        let choice = budget::route(&facts, policy, &states, spent).map_err(|refusal| {
-            info!(message = "Job not routed.", job_id = %job.job_id, tenant_id = %job.tenant_id, class = %refusal.class, reason = %refusal.reason);
-            Failure::reject(refusal.class, refusal.reason)
-        })?;
+        let choice = match budget::route(&facts, policy, &states, spent) {
+            Ok(choice) => choice,
+            // Only cooling or saturated backends stood in the way: that passes, so the job
+            // waits (retry with backoff) instead of going to the dead-letter queue.
+            Err(refusal)
+                if refusal.class == ErrorClass::NoRoute
+                    && states.iter().any(|s| s.health != Health::Ok)
+                    && budget::route(&facts, policy, &all_healthy(&states), spent).is_ok() =>
+            {
+                debug!(message = "Every eligible backend is unhealthy; retrying later.", job_id = %job.job_id);
+                return Err(Failure::Retry(format!(
+                    "every eligible backend is cooling down or saturated: {}",
+                    refusal.reason
+                )));
+            }
+            Err(refusal) => {
+                info!(message = "Job not routed.", job_id = %job.job_id, tenant_id = %job.tenant_id, class = %refusal.class, reason = %refusal.reason);
+                return Err(Failure::reject(refusal.class, refusal.reason));
+            }
+        };
         debug!(message = "Routed.", job_id = %job.job_id, backend = %choice.backend_id, rule = %choice.rule);
         Ok(choice)
     }
@@ -465,6 +492,8 @@ pub async fn watch_outcomes<B: Bus>(
             delivery.body(),
             contracts::DEFAULT_MAX_MESSAGE_BYTES,
         ) {
+            // A new router reads the topic from its start: history says nothing about now.
+            Ok(event) if Utc::now() - event.at > chrono::Duration::minutes(5) => {}
             Ok(event) => {
                 let outcome = match (event.state, event.latency_ms) {
                     (JobState::Succeeded, Some(latency)) => Some(Ok(latency)),

@@ -322,3 +322,53 @@ async fn a_multi_job_fans_out_into_children_that_name_their_parent() {
     running.shutdown.cancel();
     running.task.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_job_waits_rather_than_dead_letters_while_its_backends_cool_down() {
+    use switchyard_bus::runtime::{Failure, Handler, JobContext};
+    let config = config();
+    let policy = load_policy(DEFAULT_POLICY_TOML, "test", &config.backends).unwrap();
+    let live = Arc::new(Mutex::new(LiveState::default()));
+    let router = Router::new(
+        MemoryBus::default(),
+        config.backends.clone().into(),
+        Arc::new(config.rates.clone()),
+        Arc::new(PolicyHandle::new(policy, None)),
+        live.clone(),
+        FixedSpend("0"),
+        RouterSettings::default(),
+    );
+    let mut job = example("job.chat.json");
+    job.routing.backend = None;
+    let now = std::time::Instant::now();
+    for backend in config
+        .backends
+        .iter()
+        .filter(|b| b.tasks.contains(&job.task.kind()))
+    {
+        for _ in 0..5 {
+            live.lock().unwrap().observe(&backend.id, Err(()), now);
+        }
+    }
+    let context = JobContext {
+        queue: job.priority.queue(),
+        attempt: 1,
+        max_attempts: 5,
+        headers: switchyard_bus::Headers::new(),
+    };
+    match router.handle(job.clone(), context.clone()).await {
+        Err(Failure::Retry(reason)) => {
+            assert!(
+                reason.starts_with("every eligible backend is cooling down"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected a retry, got {other:?}"),
+    }
+    // A job nothing could serve even when healthy is still refused at once.
+    job.routing.max_cost_usd = Some("0".parse().unwrap());
+    assert!(matches!(
+        router.handle(job, context).await,
+        Err(Failure::Reject(_))
+    ));
+}
