@@ -50,7 +50,7 @@ pub fn run(config: &Config, command: JobsCommand) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let store = AnyStore::open(&config.store)
+        let store = AnyStore::open_existing(&config.store)
             .await
             .context("cannot open the store")?;
         match command {

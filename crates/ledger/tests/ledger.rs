@@ -328,6 +328,14 @@ fn dispatcher<S: Store>(
     store: S,
     schedule: &[u64],
 ) -> Dispatcher<S, switchyard_ledger::events::NoEvents> {
+    dispatcher_with(store, switchyard_ledger::events::NoEvents, schedule)
+}
+
+fn dispatcher_with<S: Store, E: switchyard_ledger::events::EventSink>(
+    store: S,
+    events: E,
+    schedule: &[u64],
+) -> Dispatcher<S, E> {
     let client = WebhookClient::new(
         Duration::from_secs(5),
         SsrfGuard::new(&["127.0.0.1".to_owned()]).unwrap(),
@@ -347,7 +355,7 @@ fn dispatcher<S: Store>(
     let lookup: KeyLookup = Arc::new(move |name| keys.get(name).cloned());
     Dispatcher::new(
         store,
-        switchyard_ledger::events::NoEvents,
+        events,
         client,
         DispatchSettings {
             schedule: schedule
@@ -455,7 +463,18 @@ async fn a_webhook_that_never_succeeds_is_exhausted_and_announced(store: impl St
         .await
         .unwrap();
     let webhook_id = WebhookDelivery::id_for(job.job_id);
-    let done = settle(&dispatcher(store.clone(), &[0, 1, 1]), &store, &webhook_id).await;
+    let bus = MemoryBus::default();
+    let topic = QueueName::new(unique("hook-events").replace('_', "-")).unwrap();
+    bus.ensure(std::slice::from_ref(&topic)).await.unwrap();
+    let mut announced = bus.consume(&topic, "test").await.unwrap();
+    let dispatcher = dispatcher_with(store.clone(), BusSink::new(bus, topic), &[0, 1, 1]);
+    let done = settle(&dispatcher, &store, &webhook_id).await;
+    let event = next_event(&mut announced).await;
+    assert_eq!(
+        (event.job_id, event.state),
+        (job.job_id, JobState::WebhookExhausted)
+    );
+    assert_eq!(event.attempt, Some(3));
     assert_eq!((done.state, done.attempts), (WebhookState::Exhausted, 3));
     assert_eq!(receiver.seen.lock().unwrap().len(), 3);
     let record = store.job(job.job_id).await.unwrap().unwrap();

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone as _, Utc};
-use rusqlite::{Connection, OptionalExtension as _, params};
+use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
 use switchyard_core::contracts::{ChildOutcome, ResultDocument, ResultStatus, UsageEvent};
 use switchyard_core::money::Micros;
 use switchyard_core::{BackendId, JobId, TenantId};
@@ -95,7 +95,9 @@ CREATE TABLE IF NOT EXISTS webhooks (
 CREATE INDEX IF NOT EXISTS webhooks_due ON webhooks (state, next_ms);
 ";
 
-/// SQLite in one file.
+/// SQLite in one file. Write transactions are `IMMEDIATE`: they take the write lock up front,
+/// so a second process writing the same file waits (busy timeout) instead of failing to
+/// upgrade a read lock.
 #[derive(Clone, Debug)]
 pub struct EmbeddedStore {
     connection: Arc<Mutex<Connection>>,
@@ -263,7 +265,9 @@ impl Store for EmbeddedStore {
         let event = event.clone();
         self.with(move |c| {
             // One transaction: the event and its spend increment commit together or not at all.
-            let tx = c.transaction().map_err(unavailable)?;
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(unavailable)?;
             let day = day_key(event.occurred_at.date_naive());
             let inserted = tx
                 .execute(
@@ -343,7 +347,9 @@ impl Store for EmbeddedStore {
         let doc = to_json(update)?;
         let update = update.clone();
         self.with(move |c| {
-            let tx = c.transaction().map_err(unavailable)?;
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(unavailable)?;
             let job_id = update.job_id.to_string();
             let at = millis(update.at);
             let attempt = i64::from(update.attempt.unwrap_or(0));
@@ -623,7 +629,9 @@ impl Store for EmbeddedStore {
         limit: usize,
     ) -> Result<Vec<WebhookDelivery>, StoreError> {
         self.with(move |c| {
-            let tx = c.transaction().map_err(unavailable)?;
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(unavailable)?;
             let docs = {
                 let mut statement = tx
                     .prepare_cached(
@@ -667,7 +675,9 @@ impl Store for EmbeddedStore {
         let webhook_id = webhook_id.to_owned();
         let attempt = attempt.clone();
         self.with(move |c| {
-            let tx = c.transaction().map_err(unavailable)?;
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(unavailable)?;
             let doc: Option<String> = tx
                 .query_row(
                     "SELECT doc FROM webhooks WHERE webhook_id = ?1",

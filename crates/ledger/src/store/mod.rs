@@ -456,6 +456,32 @@ pub enum AnyStore {
 }
 
 impl AnyStore {
+    /// Opens an existing store without creating anything, for read-only tools: a wrong path
+    /// is an error, not an empty database.
+    pub async fn open_existing(
+        config: &switchyard_core::config::StoreConfig,
+    ) -> Result<AnyStore, StoreError> {
+        use switchyard_core::config::StoreConfig;
+        match config {
+            StoreConfig::Embedded { path } => {
+                let file = path.join("switchyard.sqlite3");
+                if !file.is_file() {
+                    return Err(StoreError::Open {
+                        backend: "embedded",
+                        message: format!(
+                            "no store at {} (set store.embedded.path, or SWITCHYARD_STORE__EMBEDDED__PATH)",
+                            file.display()
+                        ),
+                    });
+                }
+                Ok(AnyStore::Embedded(EmbeddedStore::open(&file)?))
+            }
+            StoreConfig::Mongo { uri, database } => {
+                Ok(AnyStore::Mongo(MongoStore::connect(uri, database).await?))
+            }
+        }
+    }
+
     /// Opens the configured store (connecting, creating the file) and initialises it.
     pub async fn open(
         config: &switchyard_core::config::StoreConfig,
