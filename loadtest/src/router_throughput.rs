@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use chrono::Utc;
 use clap::{Parser, ValueEnum};
-use futures_util::future::select_all;
 use switchyard_bus::kafka::{KafkaBus, KafkaSettings};
 use switchyard_bus::memory::MemoryBus;
 use switchyard_bus::runtime::{self, Counters, Settings};
@@ -136,6 +135,8 @@ async fn publish<B: Bus>(
 }
 
 /// Reads `queues` until `n` messages of this run arrived; latency = arrival − submitted_at.
+/// One reading task per queue: polling a dozen consumers in one `select_all` per message
+/// would make the sink, not the router, the bottleneck.
 async fn collect<B: Bus>(
     bus: &B,
     queues: &[QueueName],
@@ -143,25 +144,42 @@ async fn collect<B: Bus>(
     run_id: &str,
     routed: bool,
 ) -> anyhow::Result<Phase> {
-    let mut consumers = Vec::new();
+    let (arrivals, mut arrived) = tokio::sync::mpsc::unbounded_channel();
+    let stop = CancellationToken::new();
+    let mut readers = tokio::task::JoinSet::new();
     for queue in queues {
-        consumers.push(bus.consume(queue, "loadtest-sink").await?);
+        let mut consumer = bus.consume(queue, "loadtest-sink").await?;
+        let (arrivals, stop) = (arrivals.clone(), stop.clone());
+        readers.spawn(async move {
+            loop {
+                let delivery = tokio::select! {
+                    () = stop.cancelled() => break,
+                    next = consumer.next() => match next? {
+                        Some(delivery) => delivery,
+                        None => break,
+                    },
+                };
+                let now = Utc::now();
+                let job = if routed {
+                    contracts::decode::<RoutedJob>(delivery.body(), 1 << 20).map(|r| r.job)
+                } else {
+                    contracts::decode::<JobEnvelope>(delivery.body(), 1 << 20)
+                };
+                delivery.ack().await?;
+                if let Ok(job) = job {
+                    let _ = arrivals.send((job, now));
+                }
+            }
+            consumer.close().await;
+            anyhow::Ok(())
+        });
     }
+    drop(arrivals);
     let mut latencies_us = Vec::with_capacity(n);
     let mut seen = HashSet::with_capacity(n);
     let mut first: Option<Instant> = None;
     while latencies_us.len() < n {
-        let waiting: Vec<_> = consumers.iter_mut().map(|c| Box::pin(c.next())).collect();
-        let (next, _, _) = select_all(waiting).await;
-        let Some(delivery) = next? else { break };
-        let now = Utc::now();
-        let job = if routed {
-            contracts::decode::<RoutedJob>(delivery.body(), 1 << 20).map(|r| r.job)
-        } else {
-            contracts::decode::<JobEnvelope>(delivery.body(), 1 << 20)
-        };
-        delivery.ack().await?;
-        let Ok(job) = job else { continue };
+        let Some((job, now)) = arrived.recv().await else { break };
         if job.metadata.get(RUN).map(String::as_str) != Some(run_id) || !seen.insert(job.job_id) {
             continue;
         }
@@ -169,8 +187,9 @@ async fn collect<B: Bus>(
         let latency = (now - job.submitted_at).num_microseconds().unwrap_or(0);
         latencies_us.push(u64::try_from(latency).unwrap_or(0));
     }
-    for consumer in consumers {
-        consumer.close().await;
+    stop.cancel();
+    while let Some(reader) = readers.join_next().await {
+        reader??;
     }
     Ok(Phase {
         elapsed: first.map_or(Duration::ZERO, |f| f.elapsed()),
