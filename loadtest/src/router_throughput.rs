@@ -179,7 +179,9 @@ async fn collect<B: Bus>(
     let mut seen = HashSet::with_capacity(n);
     let mut first: Option<Instant> = None;
     while latencies_us.len() < n {
-        let Some((job, now)) = arrived.recv().await else { break };
+        let Some((job, now)) = arrived.recv().await else {
+            break;
+        };
         if job.metadata.get(RUN).map(String::as_str) != Some(run_id) || !seen.insert(job.job_id) {
             continue;
         }
