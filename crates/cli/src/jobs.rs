@@ -74,19 +74,15 @@ pub fn run(config: &Config, command: JobsCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn parse_state(text: &str) -> anyhow::Result<JobState> {
-    const STATES: [JobState; 6] = [
-        JobState::Submitted,
-        JobState::Routed,
-        JobState::Started,
-        JobState::Succeeded,
-        JobState::Failed,
-        JobState::DeadLettered,
-    ];
-    STATES
-        .into_iter()
-        .find(|s| s.as_str() == text)
+    // Filterable states: the job's own, not timeline-only entries.
+    JobState::parse(text)
+        .filter(|s| *s != JobState::WebhookExhausted)
         .with_context(|| {
-            let names: Vec<&str> = STATES.iter().map(|s| s.as_str()).collect();
+            let names: Vec<&str> = JobState::ALL
+                .iter()
+                .filter(|s| **s != JobState::WebhookExhausted)
+                .map(|s| s.as_str())
+                .collect();
             format!("--status {text}: expected one of {}", names.join(", "))
         })
 }

@@ -40,7 +40,7 @@ impl SpendSource for StoreSpend {
             self.0.spend(tenant, Period::month_of(now)),
         );
         match (day, month) {
-            (Ok(day), Ok(month)) => Ok(spent_from_micros(day.0, month.0)),
+            (Ok(day), Ok(month)) => Ok(spent_from_micros(day, month)),
             (Err(error), _) | (_, Err(error)) => Err(error.to_string()),
         }
     }

@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use chrono::Utc;
-use rust_decimal::Decimal;
 use switchyard_bus::runtime::{Failure, Handler, JobContext};
 use switchyard_bus::{Bus, Outgoing, headers};
 use switchyard_core::config::Backend;
@@ -455,10 +454,10 @@ pub async fn watch_depths<B: Bus>(
 }
 
 /// Spend in USD from micro-dollar totals.
-pub fn spent_from_micros(day: i64, month: i64) -> Spent {
+pub fn spent_from_micros(day: switchyard_core::Micros, month: switchyard_core::Micros) -> Spent {
     Spent {
-        day: Decimal::new(day, 6),
-        month: Decimal::new(month, 6),
+        day: day.to_usd(),
+        month: month.to_usd(),
     }
 }
 

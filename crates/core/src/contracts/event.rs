@@ -51,6 +51,21 @@ pub enum JobState {
 }
 
 impl JobState {
+    pub const ALL: [JobState; 7] = [
+        JobState::Submitted,
+        JobState::Routed,
+        JobState::Started,
+        JobState::Succeeded,
+        JobState::Failed,
+        JobState::DeadLettered,
+        JobState::WebhookExhausted,
+    ];
+
+    /// The state named `text` (its `as_str`).
+    pub fn parse(text: &str) -> Option<JobState> {
+        JobState::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             JobState::Submitted => "submitted",

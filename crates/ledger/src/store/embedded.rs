@@ -12,14 +12,16 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone as _, Utc};
 use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
-use switchyard_core::contracts::{ChildOutcome, ResultDocument, ResultStatus, UsageEvent};
+use switchyard_core::contracts::{
+    ChildOutcome, JobState, ResultDocument, ResultStatus, UsageEvent,
+};
 use switchyard_core::money::Micros;
 use switchyard_core::{BackendId, JobId, TenantId};
 
 use crate::store::{
     AttemptNext, CostRow, JobFilter, JobRecord, LatencyStats, MinuteVolume, Period, Recorded,
     StatusUpdate, Store, StoreError, WebhookAttempt, WebhookDelivery, WebhookState, Written,
-    advances, complete_join, day_key, latency_stats, minute_key, parse_state,
+    advances, complete_join, day_key, latency_stats, minute_key,
 };
 
 const BACKEND: &str = "embedded";
@@ -237,7 +239,7 @@ fn load_job(connection: &Connection, job_id: &str) -> Result<Option<JobRecord>, 
     Ok(Some(JobRecord {
         job_id: job_id.parse().map_err(|e| corrupt("job id", e))?,
         tenant_id: TenantId::new(tenant).map_err(|e| corrupt("tenant id", e))?,
-        state: parse_state(&state).ok_or_else(|| corrupt("job state", &state))?,
+        state: JobState::parse(&state).ok_or_else(|| corrupt("job state", &state))?,
         attempts: u32::try_from(attempts).unwrap_or(0),
         backend_id: backend
             .map(BackendId::new)
@@ -380,7 +382,7 @@ impl Store for EmbeddedStore {
                 }
                 Some(current) => {
                     let current =
-                        parse_state(&current).ok_or_else(|| corrupt("job state", &current))?;
+                        JobState::parse(&current).ok_or_else(|| corrupt("job state", &current))?;
                     let moves = advances(current, update.state);
                     tx.execute(
                         "UPDATE jobs SET

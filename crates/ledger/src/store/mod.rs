@@ -434,20 +434,6 @@ pub(crate) fn latency_stats(backend_id: BackendId, sorted: &[u64]) -> LatencySta
     }
 }
 
-pub(crate) fn parse_state(text: &str) -> Option<JobState> {
-    [
-        JobState::Submitted,
-        JobState::Routed,
-        JobState::Started,
-        JobState::Succeeded,
-        JobState::Failed,
-        JobState::DeadLettered,
-        JobState::WebhookExhausted,
-    ]
-    .into_iter()
-    .find(|s| s.as_str() == text)
-}
-
 /// A store chosen by configuration.
 #[derive(Clone, Debug)]
 pub enum AnyStore {

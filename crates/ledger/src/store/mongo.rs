@@ -14,7 +14,7 @@ use mongodb::bson::{self, Bson, Document, doc};
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{IndexOptions, ReturnDocument};
 use mongodb::{Client, Collection, Database, IndexModel};
-use switchyard_core::contracts::{ChildOutcome, ResultDocument, UsageEvent};
+use switchyard_core::contracts::{ChildOutcome, JobState, ResultDocument, UsageEvent};
 use switchyard_core::money::Micros;
 use switchyard_core::{JobId, TenantId};
 
@@ -22,7 +22,7 @@ use crate::store::embedded::{apply_attempt, group_latencies, status_str};
 use crate::store::{
     CostRow, JobFilter, JobRecord, LatencyStats, MinuteVolume, Period, Recorded, StatusUpdate,
     Store, StoreError, WebhookAttempt, WebhookDelivery, WebhookState, Written, advances,
-    complete_join, day_key, minute_key, parse_state,
+    complete_join, day_key, minute_key,
 };
 
 const BACKEND: &str = "mongo";
@@ -205,7 +205,7 @@ impl MongoStore {
         Ok(JobRecord {
             job_id,
             tenant_id: TenantId::new(tenant).map_err(|e| corrupt("tenant id", e))?,
-            state: parse_state(state).ok_or_else(|| corrupt("job state", state))?,
+            state: JobState::parse(state).ok_or_else(|| corrupt("job state", state))?,
             attempts: document
                 .get_i64("attempts")
                 .ok()
@@ -432,7 +432,8 @@ impl Store for MongoStore {
                 }
             };
             let state_text = current.get_str("state").map_err(|e| corrupt("job", e))?;
-            let state = parse_state(state_text).ok_or_else(|| corrupt("job state", state_text))?;
+            let state =
+                JobState::parse(state_text).ok_or_else(|| corrupt("job state", state_text))?;
             let mut change = doc! {
                 "$push": { "history": entry.clone() },
                 "$max": { "attempts": attempt, "updated_at": at },
