@@ -20,9 +20,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use switchyard_core::contracts::{
-    self, Callback, ChildOutcome, ErrorClass, JobEnvelope, JobError, JobState, LifecycleEvent,
-    MultiOutput, Output, ParentRef, ResultDocument, ResultSchema, ResultStatus, TaskKind,
-    TraceContext, UsageEvent, UsageSchema,
+    self, BlobRef, Callback, ChildOutcome, ErrorClass, JobEnvelope, JobError, JobState,
+    LifecycleEvent, MultiOutput, Output, ParentRef, ResultDocument, ResultSchema, ResultStatus,
+    TaskKind, TraceContext, UsageEvent, UsageSchema,
 };
 use switchyard_core::money::Micros;
 use switchyard_core::rates::{RatesError, RatesTable, Usage};
@@ -93,6 +93,12 @@ pub enum FinishError {
     Blob(#[from] BlobError),
     #[error("cannot publish the lifecycle event: {0}")]
     Events(#[from] EventError),
+    /// An output or payload that does not serialize: a bug, which no retry fixes.
+    #[error("cannot encode {what}: {source}")]
+    Encode {
+        what: &'static str,
+        source: serde_json::Error,
+    },
 }
 
 impl FinishError {
@@ -101,7 +107,7 @@ impl FinishError {
     pub fn is_retryable(&self) -> bool {
         match self {
             FinishError::Store(error) => error.is_retryable(),
-            FinishError::Pricing { .. } => false,
+            FinishError::Pricing { .. } | FinishError::Encode { .. } => false,
             FinishError::Blob(_) | FinishError::Events(_) => true,
         }
     }
@@ -471,15 +477,18 @@ impl<S: Store, E: EventSink, B: BlobStore> Ledger<S, E, B> {
     }
 
     async fn maybe_blob(&self, job_id: JobId, output: Output) -> Result<Output, FinishError> {
-        let bytes = serde_json::to_vec(&output).unwrap_or_default();
+        let bytes = encode("the output", &output)?;
         if bytes.len() <= self.settings.inline_output_limit_bytes {
             return Ok(output);
         }
-        let blob = self
+        Ok(Output::Blob(self.put_output(job_id, bytes).await?))
+    }
+
+    async fn put_output(&self, job_id: JobId, bytes: Vec<u8>) -> Result<BlobRef, FinishError> {
+        Ok(self
             .blobs
             .put(&format!("outputs/{job_id}.json"), bytes, "application/json")
-            .await?;
-        Ok(Output::Blob(blob))
+            .await?)
     }
 
     /// The webhook body; an output too large for it is replaced by a link.
@@ -501,37 +510,39 @@ impl<S: Store, E: EventSink, B: BlobStore> Ledger<S, E, B> {
                 timestamp: timestamp.clone(),
                 data,
             })
-            .unwrap_or_default()
+            .map_err(|source| FinishError::Encode {
+                what: "the webhook payload",
+                source,
+            })
         };
         let is_blob = matches!(result.output, Some(Output::Blob(_)));
-        let full = body(result);
+        let full = body(result)?;
         // A receiver cannot read `s3://`: blobs always travel as a presigned link.
         if !is_blob && full.len() <= self.settings.webhook_body_limit_bytes {
             return Ok(full);
         }
+        let blob = match result.output.clone() {
+            Some(Output::Blob(blob)) => Some(blob),
+            Some(output) => Some(
+                self.put_output(result.job_id, encode("the output", &output)?)
+                    .await?,
+            ),
+            None => None,
+        };
         let mut slim = result.clone();
-        slim.output = match result.output.clone() {
-            Some(Output::Blob(mut blob)) => {
-                blob.uri = self.blobs.link(&blob, self.settings.presign_ttl).await?;
-                Some(Output::Blob(blob))
-            }
-            Some(output) => {
-                let bytes = serde_json::to_vec(&output).unwrap_or_default();
-                let mut blob = self
-                    .blobs
-                    .put(
-                        &format!("outputs/{}.json", result.job_id),
-                        bytes,
-                        "application/json",
-                    )
-                    .await?;
-                blob.uri = self.blobs.link(&blob, self.settings.presign_ttl).await?;
-                Some(Output::Blob(blob))
+        slim.output = match blob {
+            Some(blob) => {
+                let uri = self.blobs.link(&blob, self.settings.presign_ttl).await?;
+                Some(Output::Blob(BlobRef { uri, ..blob }))
             }
             None => None,
         };
-        Ok(body(&slim))
+        body(&slim)
     }
+}
+
+fn encode(what: &'static str, value: &impl Serialize) -> Result<Vec<u8>, FinishError> {
+    serde_json::to_vec(value).map_err(|source| FinishError::Encode { what, source })
 }
 
 /// The lifecycle event of a finished job.
