@@ -97,6 +97,8 @@ CREATE TABLE IF NOT EXISTS webhooks (
 CREATE INDEX IF NOT EXISTS webhooks_due ON webhooks (state, next_ms);
 ";
 
+const WEBHOOK_BY_ID: &str = "SELECT doc FROM webhooks WHERE webhook_id = ?1";
+
 /// SQLite in one file. Write transactions are `IMMEDIATE`: they take the write lock up front,
 /// so a second process writing the same file waits (busy timeout) instead of failing to
 /// upgrade a read lock.
@@ -203,6 +205,38 @@ impl EmbeddedStore {
     }
 }
 
+/// The `doc` of the one row `sql` selects for `key`, decoded.
+fn doc_of<T: serde::de::DeserializeOwned>(
+    connection: &Connection,
+    what: &'static str,
+    sql: &str,
+    key: &str,
+) -> Result<Option<T>, StoreError> {
+    let doc: Option<String> = connection
+        .query_row(sql, params![key], |row| row.get(0))
+        .optional()
+        .map_err(unavailable)?;
+    doc.map(|doc| from_json(what, &doc)).transpose()
+}
+
+/// The `doc` of every row `sql` selects for `values`, decoded, in the query's order.
+fn docs_of<T: serde::de::DeserializeOwned>(
+    connection: &Connection,
+    what: &'static str,
+    sql: &str,
+    values: impl rusqlite::Params,
+) -> Result<Vec<T>, StoreError> {
+    let mut statement = connection.prepare_cached(sql).map_err(unavailable)?;
+    statement
+        .query_map(values, |row| row.get::<_, String>(0))
+        .map_err(unavailable)?
+        .map(|doc| {
+            doc.map_err(unavailable)
+                .and_then(|doc| from_json(what, &doc))
+        })
+        .collect()
+}
+
 fn load_job(connection: &Connection, job_id: &str) -> Result<Option<JobRecord>, StoreError> {
     let row = connection
         .query_row(
@@ -225,17 +259,12 @@ fn load_job(connection: &Connection, job_id: &str) -> Result<Option<JobRecord>, 
     let Some((tenant, state, attempts, backend, created_ms, updated_ms)) = row else {
         return Ok(None);
     };
-    let mut statement = connection
-        .prepare_cached("SELECT doc FROM job_history WHERE job_id = ?1 ORDER BY seq")
-        .map_err(unavailable)?;
-    let history = statement
-        .query_map(params![job_id], |row| row.get::<_, String>(0))
-        .map_err(unavailable)?
-        .map(|doc| {
-            doc.map_err(unavailable)
-                .and_then(|doc| from_json::<StatusUpdate>("status update", &doc))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let history: Vec<StatusUpdate> = docs_of(
+        connection,
+        "status update",
+        "SELECT doc FROM job_history WHERE job_id = ?1 ORDER BY seq",
+        params![job_id],
+    )?;
     Ok(Some(JobRecord {
         job_id: job_id.parse().map_err(|e| corrupt("job id", e))?,
         tenant_id: TenantId::new(tenant).map_err(|e| corrupt("tenant id", e))?,
@@ -289,16 +318,16 @@ impl Store for EmbeddedStore {
                 )
                 .map_err(unavailable)?;
             if inserted == 0 {
-                let stored: String = tx
-                    .query_row(
-                        "SELECT doc FROM usage_events WHERE event_id = ?1",
-                        params![event.event_id],
-                        |row| row.get(0),
-                    )
-                    .map_err(unavailable)?;
+                let stored = doc_of(
+                    &tx,
+                    "usage event",
+                    "SELECT doc FROM usage_events WHERE event_id = ?1",
+                    &event.event_id,
+                )?
+                .ok_or_else(|| corrupt("usage event", "vanished after a duplicate insert"))?;
                 return Ok(Recorded {
                     written: Written::Unchanged,
-                    stored: from_json("usage event", &stored)?,
+                    stored,
                 });
             }
             tx.execute(
@@ -415,15 +444,12 @@ impl Store for EmbeddedStore {
 
     async fn result(&self, job_id: JobId) -> Result<Option<ResultDocument>, StoreError> {
         self.with(move |c| {
-            let doc: Option<String> = c
-                .query_row(
-                    "SELECT doc FROM results WHERE job_id = ?1",
-                    params![job_id.to_string()],
-                    |row| row.get(0),
-                )
-                .optional()
-                .map_err(unavailable)?;
-            doc.map(|doc| from_json("result", &doc)).transpose()
+            doc_of(
+                c,
+                "result",
+                "SELECT doc FROM results WHERE job_id = ?1",
+                &job_id.to_string(),
+            )
         })
         .await
     }
@@ -472,17 +498,12 @@ impl Store for EmbeddedStore {
 
     async fn usage_of_job(&self, job_id: JobId) -> Result<Vec<UsageEvent>, StoreError> {
         self.with(move |c| {
-            let mut statement = c
-                .prepare_cached("SELECT doc FROM usage_events WHERE job_id = ?1 ORDER BY event_id")
-                .map_err(unavailable)?;
-            statement
-                .query_map(params![job_id.to_string()], |row| row.get::<_, String>(0))
-                .map_err(unavailable)?
-                .map(|doc| {
-                    doc.map_err(unavailable)
-                        .and_then(|doc| from_json("usage event", &doc))
-                })
-                .collect()
+            docs_of(
+                c,
+                "usage event",
+                "SELECT doc FROM usage_events WHERE job_id = ?1 ORDER BY event_id",
+                params![job_id.to_string()],
+            )
         })
         .await
     }
@@ -634,27 +655,17 @@ impl Store for EmbeddedStore {
             let tx = c
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(unavailable)?;
-            let docs = {
-                let mut statement = tx
-                    .prepare_cached(
-                        "SELECT doc FROM webhooks WHERE state = 'pending' AND next_ms <= ?1
-                         ORDER BY next_ms LIMIT ?2",
-                    )
-                    .map_err(unavailable)?;
-                statement
-                    .query_map(
-                        params![millis(now), i64::try_from(limit).unwrap_or(i64::MAX)],
-                        |row| row.get::<_, String>(0),
-                    )
-                    .map_err(unavailable)?
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(unavailable)?
-            };
+            let claimable: Vec<WebhookDelivery> = docs_of(
+                &tx,
+                "webhook",
+                "SELECT doc FROM webhooks WHERE state = 'pending' AND next_ms <= ?1
+                 ORDER BY next_ms LIMIT ?2",
+                params![millis(now), i64::try_from(limit).unwrap_or(i64::MAX)],
+            )?;
             let lease_end = now
                 + chrono::Duration::from_std(lease).unwrap_or_else(|_| chrono::Duration::hours(1));
-            let mut claimed = Vec::with_capacity(docs.len());
-            for doc in docs {
-                let mut delivery: WebhookDelivery = from_json("webhook", &doc)?;
+            let mut claimed = Vec::with_capacity(claimable.len());
+            for mut delivery in claimable {
                 delivery.next_attempt_at = lease_end;
                 tx.execute(
                     "UPDATE webhooks SET next_ms = ?2, doc = ?3 WHERE webhook_id = ?1",
@@ -680,18 +691,11 @@ impl Store for EmbeddedStore {
             let tx = c
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(unavailable)?;
-            let doc: Option<String> = tx
-                .query_row(
-                    "SELECT doc FROM webhooks WHERE webhook_id = ?1",
-                    params![webhook_id],
-                    |row| row.get(0),
-                )
-                .optional()
-                .map_err(unavailable)?;
-            let Some(doc) = doc else {
+            let Some(mut delivery) =
+                doc_of::<WebhookDelivery>(&tx, "webhook", WEBHOOK_BY_ID, &webhook_id)?
+            else {
                 return Err(corrupt("webhook", format!("no delivery {webhook_id}")));
             };
-            let mut delivery: WebhookDelivery = from_json("webhook", &doc)?;
             if delivery.state != WebhookState::Pending
                 || millis(delivery.next_attempt_at) != millis(attempt.claimed_until)
             {
@@ -725,18 +729,8 @@ impl Store for EmbeddedStore {
 
     async fn webhook(&self, webhook_id: &str) -> Result<Option<WebhookDelivery>, StoreError> {
         let webhook_id = webhook_id.to_owned();
-        self.with(move |c| {
-            let doc: Option<String> = c
-                .query_row(
-                    "SELECT doc FROM webhooks WHERE webhook_id = ?1",
-                    params![webhook_id],
-                    |row| row.get(0),
-                )
-                .optional()
-                .map_err(unavailable)?;
-            doc.map(|doc| from_json("webhook", &doc)).transpose()
-        })
-        .await
+        self.with(move |c| doc_of(c, "webhook", WEBHOOK_BY_ID, &webhook_id))
+            .await
     }
 }
 
@@ -757,17 +751,12 @@ impl EmbeddedStore {
                 params![parent, name, doc],
             )
             .map_err(unavailable)?;
-            let mut statement = c
-                .prepare_cached("SELECT doc FROM join_children WHERE parent = ?1")
-                .map_err(unavailable)?;
-            let recorded = statement
-                .query_map(params![parent], |row| row.get::<_, String>(0))
-                .map_err(unavailable)?
-                .map(|doc| {
-                    doc.map_err(unavailable)
-                        .and_then(|doc| from_json::<ChildOutcome>("child outcome", &doc))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            let recorded: Vec<ChildOutcome> = docs_of(
+                c,
+                "child outcome",
+                "SELECT doc FROM join_children WHERE parent = ?1",
+                params![parent],
+            )?;
             Ok(complete_join(recorded, &siblings))
         })
         .await
