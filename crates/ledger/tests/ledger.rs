@@ -7,6 +7,8 @@
     reason = "test helpers: failing loudly is the point"
 )]
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,6 +16,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, TimeZone as _, Utc};
+use common::{embedded, mongo, unique};
 use switchyard_bus::memory::MemoryBus;
 use switchyard_bus::{Bus, Consumer, Delivery};
 use switchyard_core::contracts::{
@@ -24,9 +27,7 @@ use switchyard_core::rates::{RatesTable, Usage};
 use switchyard_core::{BackendId, QueueName};
 use switchyard_ledger::blobs::LocalBlobs;
 use switchyard_ledger::events::BusSink;
-use switchyard_ledger::store::{
-    EmbeddedStore, MongoStore, Period, Store, WebhookDelivery, WebhookState, Written,
-};
+use switchyard_ledger::store::{Period, Store, WebhookDelivery, WebhookState, Written};
 use switchyard_ledger::webhook::client::WebhookClient;
 use switchyard_ledger::webhook::guard::SsrfGuard;
 use switchyard_ledger::webhook::sign::{SigningKeys, verify};
@@ -35,30 +36,6 @@ use switchyard_ledger::{Call, Ledger, LedgerSettings, Outcome};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const OTHER_SECRET: &str = "whsec_c2VjcmV0LW9mLWFub3RoZXItdGVuYW50LTEyMzQ=";
-
-fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}_{}",
-        ulid::Ulid::new().to_string().to_ascii_lowercase()
-    )
-}
-
-async fn embedded() -> EmbeddedStore {
-    // In memory: nothing left behind; the file, WAL and a second reader are exercised by the
-    // CLI's `jobs` test.
-    let store = EmbeddedStore::in_memory().unwrap();
-    store.init().await.unwrap();
-    store
-}
-
-async fn mongo() -> MongoStore {
-    let uri = std::env::var("SWITCHYARD_MONGO_URI").unwrap_or_else(|_| {
-        panic!("SWITCHYARD_MONGO_URI is not set: run `deploy/local/up.sh && . deploy/local/env.sh`")
-    });
-    let store = MongoStore::connect(&uri, &unique("ledger")).await.unwrap();
-    store.init().await.unwrap();
-    store
-}
 
 struct Rig<S: Store> {
     ledger: Ledger<S, BusSink<MemoryBus>, LocalBlobs>,

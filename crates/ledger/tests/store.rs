@@ -5,10 +5,13 @@
     reason = "test helpers: failing loudly is the point"
 )]
 
+mod common;
+
 use std::future::Future;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone as _, Utc};
+use common::{embedded, mongo};
 use proptest::prelude::*;
 use switchyard_core::contracts::{
     JobState, Output, ResultDocument, ResultSchema, ResultStatus, TaskKind, TextOutput, UsageEvent,
@@ -18,36 +21,9 @@ use switchyard_core::money::Micros;
 use switchyard_core::rates::Usage;
 use switchyard_core::{BackendId, JobId, TenantId};
 use switchyard_ledger::store::{
-    AttemptNext, EmbeddedStore, JobFilter, MongoStore, Period, StatusUpdate, Store, WebhookAttempt,
-    WebhookDelivery, WebhookState, Written,
+    AttemptNext, JobFilter, Period, StatusUpdate, Store, WebhookAttempt, WebhookDelivery,
+    WebhookState, Written,
 };
-
-fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}_{}",
-        ulid::Ulid::new().to_string().to_ascii_lowercase()
-    )
-}
-
-async fn embedded() -> EmbeddedStore {
-    // In memory: nothing left behind; the file, WAL and a second reader are exercised by the
-    // CLI's `jobs` test.
-    let store = EmbeddedStore::in_memory().unwrap();
-    store.init().await.unwrap();
-    store
-}
-
-async fn mongo() -> MongoStore {
-    let uri = std::env::var("SWITCHYARD_MONGO_URI").unwrap_or_else(|_| {
-        panic!(
-            "SWITCHYARD_MONGO_URI is not set: run `deploy/local/up.sh && . deploy/local/env.sh` \
-             (or scripts/test.sh)"
-        )
-    });
-    let store = MongoStore::connect(&uri, &unique("ledger")).await.unwrap();
-    store.init().await.unwrap();
-    store
-}
 
 /// `seconds` after 2026-12-01T00:00:00Z: days 0–30 are one month, 31 on the next.
 fn at(seconds: i64) -> DateTime<Utc> {
