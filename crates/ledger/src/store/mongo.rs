@@ -178,7 +178,7 @@ impl MongoStore {
         Ok(out)
     }
 
-    async fn load_job(&self, document: Document) -> Result<JobRecord, StoreError> {
+    fn load_job(document: &Document) -> Result<JobRecord, StoreError> {
         let job_id: JobId = document
             .get_str("_id")
             .map_err(|e| corrupt("job", e))?
@@ -475,7 +475,7 @@ impl Store for MongoStore {
             .await
             .map_err(unavailable)?
         {
-            Some(document) => Ok(Some(self.load_job(document).await?)),
+            Some(document) => Ok(Some(MongoStore::load_job(&document)?)),
             None => Ok(None),
         }
     }
@@ -503,7 +503,7 @@ impl Store for MongoStore {
             .map_err(unavailable)?;
         let mut jobs = Vec::with_capacity(documents.len());
         for document in documents {
-            jobs.push(self.load_job(document).await?);
+            jobs.push(MongoStore::load_job(&document)?);
         }
         Ok(jobs)
     }
