@@ -54,6 +54,9 @@ pub struct RawConfig {
     /// The shared worker runtime.
     #[serde(default)]
     pub worker: RawWorker,
+    /// The LLM worker's calls to providers.
+    #[serde(default)]
+    pub llm: RawLlm,
     /// The rates table used for pricing.
     #[serde(default)]
     pub rates: RawRates,
@@ -420,6 +423,55 @@ fn default_shutdown_grace() -> Duration {
     Duration::from_secs(30)
 }
 
+/// `[llm]`: how the LLM worker calls providers. Rate limits are per backend (`limits`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLlm {
+    /// One call's limit, connect to last byte; a job's deadline shortens it.
+    #[serde(default = "default_llm_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Calls per delivery before the job goes to the policy's fallback (or back to the queue).
+    #[serde(default = "default_llm_call_attempts")]
+    pub call_attempts: u32,
+    /// First wait between calls; doubles per call, with jitter, unless the provider says how
+    /// long (Retry-After).
+    #[serde(default = "default_llm_retry_initial", with = "humantime_serde")]
+    pub retry_initial: Duration,
+    #[serde(default = "default_llm_retry_max", with = "humantime_serde")]
+    pub retry_max: Duration,
+    /// Largest text input read by reference (`s3://`, `file://`).
+    #[serde(default = "default_llm_max_input_bytes")]
+    pub max_input_bytes: u64,
+}
+
+impl Default for RawLlm {
+    fn default() -> Self {
+        RawLlm {
+            request_timeout: default_llm_request_timeout(),
+            call_attempts: default_llm_call_attempts(),
+            retry_initial: default_llm_retry_initial(),
+            retry_max: default_llm_retry_max(),
+            max_input_bytes: default_llm_max_input_bytes(),
+        }
+    }
+}
+
+fn default_llm_request_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_llm_call_attempts() -> u32 {
+    3
+}
+fn default_llm_retry_initial() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_llm_retry_max() -> Duration {
+    Duration::from_secs(20)
+}
+fn default_llm_max_input_bytes() -> u64 {
+    4 * 1024 * 1024
+}
+
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRates {
@@ -550,6 +602,7 @@ pub struct Config {
     pub events: EventsConfig,
     pub tier_weights: BTreeMap<Tier, u32>,
     pub worker: RawWorker,
+    pub llm: RawLlm,
     pub rates: RatesTable,
     pub webhooks: RawWebhooks,
     pub backends: Vec<Backend>,
@@ -1044,6 +1097,16 @@ impl RawConfig {
             }
         }
 
+        let llm = self.llm.clone();
+        if llm.call_attempts == 0 {
+            problem("llm.call_attempts", "must be at least 1".into());
+        }
+        if llm.request_timeout.is_zero() {
+            problem("llm.request_timeout", "must be longer than zero".into());
+        }
+        if llm.retry_initial > llm.retry_max {
+            problem("llm.retry_initial", "must not exceed llm.retry_max".into());
+        }
         let worker = self.worker.clone();
         if worker.concurrency == 0 {
             problem("worker.concurrency", "must be at least 1".into());
@@ -1184,6 +1247,7 @@ impl RawConfig {
                 events,
                 tier_weights: self.tiers.weights,
                 worker,
+                llm,
                 rates,
                 webhooks: self.webhooks,
                 backends,

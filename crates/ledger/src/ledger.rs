@@ -204,6 +204,11 @@ impl<S: Store, E: EventSink, B: BlobStore> Ledger<S, E, B> {
         &self.rates
     }
 
+    /// Where large inputs and outputs live.
+    pub fn blobs(&self) -> &B {
+        &self.blobs
+    }
+
     /// Prices a call: the usage event it becomes.
     pub fn price(&self, job: &JobEnvelope, call: &Call) -> Result<UsageEvent, FinishError> {
         let cost = self
@@ -239,10 +244,38 @@ impl<S: Store, E: EventSink, B: BlobStore> Ledger<S, E, B> {
         outcome: Outcome,
     ) -> Result<Finished, FinishError> {
         let parent = outcome.parent.clone();
-        let (result, written) = match self.store.result(job.job_id).await? {
-            Some(existing) => (existing, Written::Unchanged),
-            None => self.write(job, outcome).await?,
-        };
+        if let Some(finished) = self.finish_existing(job, parent.as_ref()).await? {
+            return Ok(finished);
+        }
+        let (result, written) = self.write(job, outcome).await?;
+        self.announce_and_join(job, parent.as_ref(), result, written)
+            .await
+    }
+
+    /// When `job` already has a result (a redelivery after a crash, a replayed dead letter):
+    /// announces it again, idempotently, and returns it; `None` when the job has no result
+    /// yet. A worker asks this before doing (and paying for) the work a second time.
+    pub async fn finish_existing(
+        &self,
+        job: &JobEnvelope,
+        parent: Option<&ParentRef>,
+    ) -> Result<Option<Finished>, FinishError> {
+        match self.store.result(job.job_id).await? {
+            Some(existing) => Ok(Some(
+                self.announce_and_join(job, parent, existing, Written::Unchanged)
+                    .await?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    async fn announce_and_join(
+        &self,
+        job: &JobEnvelope,
+        parent: Option<&ParentRef>,
+        result: ResultDocument,
+        written: Written,
+    ) -> Result<Finished, FinishError> {
         let announce = Announce {
             job_id: job.job_id,
             tenant_id: &job.tenant_id,
@@ -251,7 +284,7 @@ impl<S: Store, E: EventSink, B: BlobStore> Ledger<S, E, B> {
         };
         self.announce(&announce, &result, written).await?;
         if let Some(parent) = parent {
-            self.join(job, &parent, &result).await?;
+            self.join(job, parent, &result).await?;
         }
         Ok(Finished { result, written })
     }
