@@ -2,6 +2,7 @@
 
 mod jobs;
 mod router;
+mod worker;
 
 use std::future::Future;
 use std::io::{self, Read, Write};
@@ -42,6 +43,14 @@ enum Command {
         #[command(flatten)]
         args: router::RouterArgs,
     },
+    /// Serve backends' queues.
+    Worker {
+        /// The config file; defaults apply when absent.
+        #[arg(long, short, env = "SWITCHYARD_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: worker::WorkerCommand,
+    },
     /// What the store knows about jobs.
     Jobs {
         /// The config file; defaults (the embedded store) apply when absent.
@@ -76,6 +85,9 @@ fn main() -> ExitCode {
         } => config_check(config.as_deref()),
         Command::Router { config, args } => {
             serve(config.as_deref(), |config| router::run(config, args))
+        }
+        Command::Worker { config, command } => {
+            serve(config.as_deref(), |config| worker::run(config, command))
         }
         Command::Jobs { config, command } => Config::load(config.as_deref())
             .map_err(anyhow::Error::from)
