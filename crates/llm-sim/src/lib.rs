@@ -482,10 +482,15 @@ impl Simulator {
             tokens_remaining: tokens_limit.saturating_sub(used_tokens),
             reset,
         };
-        if used_requests >= requests_limit {
+        // Without a configured limit the headers still read like a provider's, but nothing is
+        // refused.
+        if limits.requests_per_minute.is_some() && used_requests >= requests_limit {
             return Err((window, "requests", reset));
         }
-        if used_tokens + tokens > tokens_limit && used_tokens > 0 {
+        if limits.tokens_per_minute.is_some()
+            && used_tokens + tokens > tokens_limit
+            && used_tokens > 0
+        {
             return Err((window, "tokens", reset));
         }
         shared.window.push_back((now, tokens));
