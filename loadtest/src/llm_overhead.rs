@@ -94,35 +94,16 @@ fn repo_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn backend(config: &Config, base: &str) -> Backend {
+fn backend(config: &Config, base: &str) -> anyhow::Result<Backend> {
     let mut backend = config
         .backends
         .iter()
         .find(|b| b.provider == Provider::Openai)
         .cloned()
-        .expect_or_exit("the example catalog has an OpenAI backend");
-    backend.base_url = Some(base.parse().expect_or_exit("a valid base URL"));
+        .context("the example catalog has no OpenAI backend")?;
+    backend.base_url = Some(base.parse()?);
     backend.limits = RawLimits::default();
-    backend
-}
-
-trait ExpectOrExit<T> {
-    fn expect_or_exit(self, what: &str) -> T;
-}
-
-impl<T> ExpectOrExit<T> for Option<T> {
-    fn expect_or_exit(self, what: &str) -> T {
-        self.unwrap_or_else(|| {
-            tracing::error!(message = "Load test setup failed.", what);
-            std::process::exit(2)
-        })
-    }
-}
-
-impl<T, E> ExpectOrExit<T> for Result<T, E> {
-    fn expect_or_exit(self, what: &str) -> T {
-        self.ok().expect_or_exit(what)
-    }
+    Ok(backend)
 }
 
 async fn worker(
@@ -130,7 +111,7 @@ async fn worker(
     base: &str,
     bus: MemoryBus,
 ) -> anyhow::Result<(Arc<Worker>, Backend)> {
-    let backend = backend(config, base);
+    let backend = backend(config, base)?;
     let served = Served {
         client: ProviderClient::new(
             backend.provider,
@@ -428,7 +409,7 @@ async fn drive_path(
     address: &str,
     out: &mut String,
 ) -> anyhow::Result<()> {
-    let backend = backend(config, &format!("http://{address}/v1"));
+    let backend = backend(config, &format!("http://{address}/v1"))?;
     let client = ProviderClient::new(
         backend.provider,
         backend.base_url.clone(),
@@ -495,14 +476,14 @@ async fn drive_path(
         });
     }
     let watched = {
-        let tasks_left = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = tasks_left.clone();
+        let all_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = all_done.clone();
         let watcher = watch(address, move || {
             flag.load(std::sync::atomic::Ordering::Relaxed)
         });
         let joiner = async {
             while tasks.join_next().await.is_some() {}
-            tasks_left.store(true, std::sync::atomic::Ordering::Relaxed);
+            all_done.store(true, std::sync::atomic::Ordering::Relaxed);
         };
         let (watched, ()) = tokio::join!(watcher, joiner);
         watched?

@@ -102,6 +102,22 @@ fn main() -> ExitCode {
     }
 }
 
+/// The configured bus and store, which every long-lived service opens first.
+async fn bus_and_store(
+    config: &Config,
+) -> anyhow::Result<(
+    switchyard_bus::any::AnyBus,
+    switchyard_ledger::store::AnyStore,
+)> {
+    let bus = switchyard_bus::any::AnyBus::from_config(config)
+        .await
+        .context("cannot reach the bus")?;
+    let store = switchyard_ledger::store::AnyStore::open(&config.store)
+        .await
+        .context("cannot open the store")?;
+    Ok((bus, store))
+}
+
 /// Runs a long-lived service: logs on stderr (`RUST_LOG`, JSON with `SWITCHYARD_LOG=json`),
 /// a multi-threaded runtime, exit status 0 after a graceful shutdown.
 fn serve<F, Fut>(config: Option<&Path>, service: F) -> anyhow::Result<ExitCode>

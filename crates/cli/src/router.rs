@@ -47,12 +47,7 @@ impl SpendSource for StoreSpend {
 }
 
 pub async fn run(config: Config, args: RouterArgs) -> anyhow::Result<()> {
-    let bus = AnyBus::from_config(&config)
-        .await
-        .context("cannot reach the bus")?;
-    let store = AnyStore::open(&config.store)
-        .await
-        .context("cannot open the store")?;
+    let (bus, store) = crate::bus_and_store(&config).await?;
     let (text, origin) = match &args.policy {
         Some(path) => (
             std::fs::read_to_string(path)

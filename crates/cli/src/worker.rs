@@ -90,12 +90,7 @@ async fn llm(config: Config, args: LlmArgs) -> anyhow::Result<()> {
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
 
-    let bus = AnyBus::from_config(&config)
-        .await
-        .context("cannot reach the bus")?;
-    let store = AnyStore::open(&config.store)
-        .await
-        .context("cannot open the store")?;
+    let (bus, store) = crate::bus_and_store(&config).await?;
     let aws = aws_if_needed(&config).await;
     let events = AnyEventSink::from_config(&config.events, aws.as_ref(), bus.clone())
         .context("cannot set up lifecycle events")?;
@@ -117,8 +112,7 @@ async fn llm(config: Config, args: LlmArgs) -> anyhow::Result<()> {
         LlmSettings::from_config(&config.llm),
     ));
     // Fallbacks may be served elsewhere, but their queues must exist to receive hand-overs.
-    let mut queues: Vec<_> = catalog.iter().map(|b| b.queue.clone()).collect();
-    queues.dedup();
+    let queues: Vec<_> = catalog.iter().map(|b| b.queue.clone()).collect();
     bus.ensure(&queues)
         .await
         .context("cannot create the queues")?;

@@ -10,7 +10,11 @@
 )]
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::{Command, Stdio};
+
+use common::{Process, service_env};
 use std::time::Duration;
 
 use switchyard_bus::kafka::{KafkaBus, KafkaSettings};
@@ -25,22 +29,6 @@ use switchyard_ledger::store::{MongoStore, Store};
 use switchyard_llm_sim::{SimConfig, Simulator};
 
 const KEY: &str = "sk-sim-e2e-do-not-log-me-42";
-
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run `deploy/local/up.sh && . deploy/local/env.sh`")
-    })
-}
-
-struct Process(Option<Child>);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.0 {
-            let _ = child.kill();
-        }
-    }
-}
 
 fn routed(config: &Config, backend: &str, fallbacks: &[&str], prompt: &str) -> RoutedJob {
     let path = concat!(
@@ -84,7 +72,10 @@ async fn wait_for_result(store: &MongoStore, job_id: JobId) -> ResultDocument {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_llm_worker_process_answers_falls_back_and_dead_letters() {
-    let (brokers, mongo_uri) = (env("SWITCHYARD_KAFKA_BROKERS"), env("SWITCHYARD_MONGO_URI"));
+    let (brokers, mongo_uri) = (
+        service_env("SWITCHYARD_KAFKA_BROKERS"),
+        service_env("SWITCHYARD_MONGO_URI"),
+    );
     let sim = Simulator::new(SimConfig {
         api_key: Some(KEY.to_owned()),
         ..SimConfig::default()
@@ -171,7 +162,7 @@ api_key_env = "SWITCHYARD_TEST_SIM_KEY"
         .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()
         .unwrap();
-    let mut worker = Process(Some(child));
+    let worker = Process::new(child);
 
     let answered = routed(&config, "sim-openai", &[], "hello");
     // The directive fails the first three requests with this prompt: the primary's three
@@ -235,19 +226,7 @@ api_key_env = "SWITCHYARD_TEST_SIM_KEY"
     assert!(letter.reason.contains("safety system"), "{}", letter.reason);
     letters.close().await;
 
-    let mut child = worker.0.take().unwrap();
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = worker.terminate().await;
     assert!(status.success(), "{status:?}");
     let logs = std::fs::read_to_string(&log_path).unwrap();
     assert!(

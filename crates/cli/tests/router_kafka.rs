@@ -7,21 +7,17 @@
     reason = "test helpers: failing loudly is the point"
 )]
 
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::{Command, Stdio};
+
+use common::{Process, service_env};
 use std::time::Duration;
 
 use switchyard_bus::kafka::{KafkaBus, KafkaSettings};
 use switchyard_bus::{Bus, Consumer, Delivery, Outgoing};
 use switchyard_core::contracts::{self, DeadLetter, ErrorClass, JobEnvelope, RoutedJob};
 use switchyard_core::{JobId, QueueName, Tier};
-
-fn brokers() -> String {
-    std::env::var("SWITCHYARD_KAFKA_BROKERS").unwrap_or_else(|_| {
-        panic!(
-            "SWITCHYARD_KAFKA_BROKERS is not set: run `deploy/local/up.sh && . deploy/local/env.sh`"
-        )
-    })
-}
 
 fn job(tier: Tier) -> JobEnvelope {
     let path = concat!(
@@ -32,17 +28,6 @@ fn job(tier: Tier) -> JobEnvelope {
     job.job_id = JobId::new();
     job.priority = tier;
     job
-}
-
-/// Kills the router if the test fails before stopping it.
-struct Process(Option<Child>);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.0 {
-            let _ = child.kill();
-        }
-    }
 }
 
 /// Publishes a fresh copy of `job` every second until one arrives on `queue` (read from its
@@ -92,7 +77,7 @@ async fn probe<T: contracts::Contract>(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_router_process_routes_and_dead_letters_through_kafka() {
-    let brokers = brokers();
+    let brokers = service_env("SWITCHYARD_KAFKA_BROKERS");
     let data = std::env::temp_dir().join(format!("switchyard-router-{}", ulid::Ulid::new()));
     let config_path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../switchyard.example.toml");
     let config =
@@ -126,7 +111,7 @@ async fn the_router_process_routes_and_dead_letters_through_kafka() {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let mut router = Process(Some(child));
+    let router = Process::new(child);
 
     let backend = config
         .backend("claude-sonnet-4-5")
@@ -157,19 +142,7 @@ async fn the_router_process_routes_and_dead_letters_through_kafka() {
         letter.reason
     );
 
-    let mut child = router.0.take().unwrap();
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = router.terminate().await;
     assert!(status.success(), "{status:?}");
     let _ = std::fs::remove_dir_all(data);
 }

@@ -8,9 +8,7 @@ use switchyard_core::contracts::{ChatRole, ResponseFormat};
 use switchyard_core::rates::Usage;
 use url::Url;
 
-use crate::provider::{
-    ApiKey, ChatRequest, ChatResponse, ProviderError, classify_status, retry_after_header,
-};
+use crate::provider::{self, ApiKey, ChatRequest, ChatResponse, ProviderError};
 
 const DEFAULT_BASE: &str = "https://api.anthropic.com";
 const API_VERSION: &str = "2023-06-01";
@@ -157,16 +155,18 @@ pub(crate) fn parse(
     body: &[u8],
 ) -> Result<ChatResponse, ProviderError> {
     if !(200..300).contains(&status) {
-        let (kind, message) = match serde_json::from_slice::<AnthropicErrorBody>(body) {
-            Ok(AnthropicErrorBody { error }) => (error.kind, error.message),
-            Err(_) => ("error".to_owned(), crate::snippet(body)),
-        };
-        let retry_after = retry_after_header(headers).or_else(|| rate_limit_reset(headers));
-        return Err(classify_status(status, kind, message, retry_after));
+        let parsed = serde_json::from_slice::<AnthropicErrorBody>(body)
+            .ok()
+            .map(|AnthropicErrorBody { error }| (error.kind, error.message));
+        return Err(provider::failure(
+            status,
+            headers,
+            body,
+            parsed,
+            rate_limit_reset(headers),
+        ));
     }
-    let response: AnthropicResponse = serde_json::from_slice(body).map_err(|error| {
-        ProviderError::InvalidResponse(format!("{error} in {}", crate::snippet(body)))
-    })?;
+    let response: AnthropicResponse = provider::decode(body)?;
     let text = response
         .content
         .iter()
@@ -193,11 +193,7 @@ pub(crate) fn parse(
             ..Usage::default()
         },
         model: response.model,
-        request_id: headers
-            .get("request-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .or(response.id),
+        request_id: provider::header(headers, "request-id").or(response.id),
     })
 }
 

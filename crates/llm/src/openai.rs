@@ -9,9 +9,7 @@ use switchyard_core::contracts::{ChatRole, ResponseFormat};
 use switchyard_core::rates::Usage;
 use url::Url;
 
-use crate::provider::{
-    ApiKey, ChatRequest, ChatResponse, ProviderError, classify_status, retry_after_header,
-};
+use crate::provider::{self, ApiKey, ChatRequest, ChatResponse, ProviderError};
 
 const DEFAULT_BASE: &str = "https://api.openai.com/v1";
 
@@ -170,8 +168,8 @@ pub(crate) fn parse(
     body: &[u8],
 ) -> Result<ChatResponse, ProviderError> {
     if !(200..300).contains(&status) {
-        let (kind, message) = match serde_json::from_slice::<OpenAiErrorBody>(body) {
-            Ok(OpenAiErrorBody { error }) => {
+        let parsed = serde_json::from_slice::<OpenAiErrorBody>(body).ok().map(
+            |OpenAiErrorBody { error }| {
                 let code = match error.code {
                     Some(serde_json::Value::String(code)) => Some(code),
                     _ => None,
@@ -180,15 +178,17 @@ pub(crate) fn parse(
                     code.or(error.kind).unwrap_or_else(|| "error".to_owned()),
                     error.message,
                 )
-            }
-            Err(_) => ("error".to_owned(), crate::snippet(body)),
-        };
-        let retry_after = retry_after_header(headers).or_else(|| rate_limit_reset(headers));
-        return Err(classify_status(status, kind, message, retry_after));
+            },
+        );
+        return Err(provider::failure(
+            status,
+            headers,
+            body,
+            parsed,
+            rate_limit_reset(headers),
+        ));
     }
-    let response: OpenAiResponse = serde_json::from_slice(body).map_err(|error| {
-        ProviderError::InvalidResponse(format!("{error} in {}", crate::snippet(body)))
-    })?;
+    let response: OpenAiResponse = provider::decode(body)?;
     let Some(choice) = response.choices.into_iter().next() else {
         return Err(ProviderError::InvalidResponse("no choices".to_owned()));
     };
@@ -213,11 +213,7 @@ pub(crate) fn parse(
             ..Usage::default()
         },
         model: response.model,
-        request_id: headers
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .or(response.id),
+        request_id: provider::header(headers, "x-request-id").or(response.id),
     })
 }
 

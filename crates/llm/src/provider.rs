@@ -224,6 +224,35 @@ fn transport(error: &reqwest::Error, timeout: Duration) -> ProviderError {
     ProviderError::Transport(text)
 }
 
+/// A non-2xx reply as an error: the provider's own `(kind, message)` when its error body
+/// parsed (else the body's start), the wait from Retry-After or else from `limit_reset`.
+pub(crate) fn failure(
+    status: u16,
+    headers: &HeaderMap,
+    body: &[u8],
+    parsed: Option<(String, String)>,
+    limit_reset: Option<Duration>,
+) -> ProviderError {
+    let (kind, message) = parsed.unwrap_or_else(|| ("error".to_owned(), crate::snippet(body)));
+    let retry_after = retry_after_header(headers).or(limit_reset);
+    classify_status(status, kind, message, retry_after)
+}
+
+/// A 2xx body as the provider's response type.
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ProviderError> {
+    serde_json::from_slice(body).map_err(|error| {
+        ProviderError::InvalidResponse(format!("{error} in {}", crate::snippet(body)))
+    })
+}
+
+/// A header's value as text, when present and printable.
+pub(crate) fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
 /// The shared rule for statuses a provider module did not special-case.
 pub(crate) fn classify_status(
     status: u16,

@@ -86,8 +86,8 @@ impl Served {
     }
 }
 
-/// The HTTP client every provider shares: connection pools per host, no proxies from the
-/// environment surprising anyone, HTTP/1.1 keep-alive.
+/// The HTTP client every provider shares: one keep-alive pool per host. Proxies from the
+/// environment (`HTTPS_PROXY`) apply, as egress to a provider usually needs them.
 pub fn http_client() -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
         .pool_idle_timeout(Duration::from_secs(90))
