@@ -82,6 +82,30 @@ impl AnyBus {
         }
     }
 
+    /// A pass over the dead-letter queue `dlq`, holding (SQS) what it reads for `hold` at a
+    /// time; see [`crate::dlq`]. The in-process bus has no dead letters outside the process
+    /// that runs it, so it has nothing to browse from another one.
+    pub async fn browse_dead_letters(
+        &self,
+        dlq: &QueueName,
+        hold: Duration,
+        max_bytes: usize,
+    ) -> Result<crate::dlq::Browse, BusError> {
+        match self {
+            AnyBus::Memory(_) => Err(BusError::transport(
+                "memory",
+                "the in-process bus keeps its dead letters inside the process that runs it \
+                 (`switchyard dev` reports them); configure Kafka or SQS to inspect them here",
+            )),
+            AnyBus::Kafka(bus) => Ok(crate::dlq::Browse::Kafka(
+                bus.browse_dead_letters(dlq, max_bytes),
+            )),
+            AnyBus::Sqs(bus) => Ok(crate::dlq::Browse::Sqs(Box::new(
+                bus.browse_dead_letters(dlq, hold, max_bytes).await?,
+            ))),
+        }
+    }
+
     /// The lease a delivery starts with on this transport, for the runtime's renewals.
     pub fn lease(config: &Config) -> Duration {
         match &config.bus {

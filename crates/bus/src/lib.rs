@@ -14,6 +14,7 @@
 //! Architecture invariant: only this crate knows Kafka or SQS.
 
 pub mod any;
+pub mod dlq;
 pub mod headers;
 pub mod kafka;
 pub mod memory;
@@ -234,7 +235,7 @@ pub fn dead_letter_message(
     outgoing
 }
 
-fn ids_of(
+pub(crate) fn ids_of(
     body: &[u8],
 ) -> (
     Option<switchyard_core::JobId>,

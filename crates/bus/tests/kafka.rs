@@ -106,3 +106,73 @@ async fn two_consumers_share_the_work_and_lose_nothing_in_a_rebalance() {
     let lag = bus.lag(&queue, "workers").unwrap();
     assert_eq!(lag.ready, 0, "everything processed was committed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_topic_is_read_by_offset_and_reading_changes_nothing() {
+    let bus = kafka_bus(Duration::ZERO).await;
+    let queue = suite::unique_queue("kafka-dlq");
+    bus.ensure(std::slice::from_ref(&queue)).await.unwrap();
+    let bodies: Vec<Vec<u8>> = (0..5).map(|i| format!("poison {i}").into_bytes()).collect();
+    for body in &bodies {
+        bus.publish(&queue, Outgoing::new(body.clone()))
+            .await
+            .unwrap();
+    }
+    let mut consumer = bus.consume(&queue, "g").await.unwrap();
+    for _ in &bodies {
+        suite::next(&mut consumer)
+            .await
+            .dead_letter(switchyard_bus::Rejection {
+                class: switchyard_core::contracts::ErrorClass::Decode,
+                reason: "not JSON".into(),
+            })
+            .await
+            .unwrap();
+    }
+    consumer.close().await;
+    let dlq = queue.dead_letter();
+    bus.publish(&dlq, Outgoing::new(&b"raw bytes"[..]))
+        .await
+        .unwrap();
+
+    let read = || async {
+        let mut pass = switchyard_bus::dlq::Browse::Kafka(bus.browse_dead_letters(&dlq, 1 << 22));
+        assert!(!pass.can_remove());
+        let mut letters = Vec::new();
+        while let Some(letter) = pass.next().await.unwrap() {
+            letters.push(letter);
+        }
+        if let Some(letter) = letters.first() {
+            assert!(pass.remove(letter).await.is_err(), "a topic cannot delete");
+        }
+        pass.finish().await;
+        letters
+    };
+    let first = read().await;
+    assert_eq!(first.len(), 6);
+    let mut originals: Vec<Vec<u8>> = first.iter().map(|l| l.original_body().unwrap()).collect();
+    originals.sort();
+    let mut expected = bodies.clone();
+    expected.push(b"raw bytes".to_vec());
+    expected.sort();
+    assert_eq!(originals, expected);
+    assert_eq!(first.iter().filter(|l| l.foreign.is_some()).count(), 1);
+    let positions: BTreeSet<&str> = first.iter().map(|l| l.position.as_str()).collect();
+    assert_eq!(positions.len(), 6, "each letter at its own offset");
+
+    // Nothing was consumed: a second pass reads the same letters under the same ids.
+    let second = read().await;
+    let ids = |letters: &[switchyard_bus::dlq::Letter]| -> BTreeSet<String> {
+        letters
+            .iter()
+            .map(|l| format!("{}@{}", l.letter.dead_letter_id, l.position))
+            .collect()
+    };
+    assert_eq!(ids(&first), ids(&second));
+
+    // A topic that does not exist holds no letters.
+    let none = suite::unique_queue("kafka-none").dead_letter();
+    let mut pass = switchyard_bus::dlq::Browse::Kafka(bus.browse_dead_letters(&none, 1 << 22));
+    let next = tokio::time::timeout(Duration::from_secs(30), pass.next()).await;
+    assert!(next.unwrap().unwrap().is_none());
+}

@@ -1,11 +1,12 @@
 //! `switchyard`: the one binary. Subcommands arrive with the issues that build them.
 
+mod dlq;
 mod jobs;
 mod router;
 mod worker;
 
 use std::future::Future;
-use std::io::{self, Read, Write};
+use std::io::{self, IsTerminal as _, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -59,6 +60,14 @@ enum Command {
         #[command(subcommand)]
         command: jobs::JobsCommand,
     },
+    /// Dead letters: list, inspect, replay and purge them (Kafka and SQS).
+    Dlq {
+        /// The config file; defaults apply when absent.
+        #[arg(long, short, env = "SWITCHYARD_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: dlq::DlqCommand,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -89,6 +98,9 @@ fn main() -> ExitCode {
         Command::Worker { config, command } => {
             serve(config.as_deref(), |config| worker::run(config, command))
         }
+        Command::Dlq { config, command } => Config::load(config.as_deref())
+            .map_err(anyhow::Error::from)
+            .and_then(|config| dlq::run(&config, command)),
         Command::Jobs { config, command } => Config::load(config.as_deref())
             .map_err(anyhow::Error::from)
             .and_then(|config| jobs::run(&config, command)),
@@ -130,7 +142,9 @@ where
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(io::stderr);
+        .with_writer(io::stderr)
+        // Colour codes only for people: a log file or a collector gets plain text.
+        .with_ansi(io::stderr().is_terminal());
     if std::env::var("SWITCHYARD_LOG").is_ok_and(|v| v == "json") {
         logs.json().init();
     } else {

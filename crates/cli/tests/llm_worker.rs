@@ -11,50 +11,23 @@
 
 use std::net::SocketAddr;
 mod common;
+mod sim_backed;
 
 use std::process::{Command, Stdio};
 
 use common::{Process, service_env};
+use sim_backed::routed;
 use std::time::Duration;
 
 use switchyard_bus::kafka::{KafkaBus, KafkaSettings};
 use switchyard_bus::{Bus, Consumer, Delivery, Outgoing};
 use switchyard_core::config::Config;
-use switchyard_core::contracts::{
-    self, ChatMessage, ChatRole, ChatTask, DeadLetter, ErrorClass, GenerationParams, JobEnvelope,
-    ResultDocument, RoutedJob, Task,
-};
+use switchyard_core::contracts::{self, DeadLetter, ErrorClass, ResultDocument};
 use switchyard_core::{BackendId, JobId};
 use switchyard_ledger::store::{MongoStore, Store};
 use switchyard_llm_sim::{SimConfig, Simulator};
 
 const KEY: &str = "sk-sim-e2e-do-not-log-me-42";
-
-fn routed(config: &Config, backend: &str, fallbacks: &[&str], prompt: &str) -> RoutedJob {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../schemas/examples/valid/routed.json"
-    );
-    let mut routed: RoutedJob = contracts::decode(&std::fs::read(path).unwrap(), 1 << 20).unwrap();
-    let mut job: JobEnvelope = routed.job.clone();
-    job.job_id = JobId::new();
-    job.task = Task::Chat(ChatTask {
-        messages: vec![ChatMessage {
-            role: ChatRole::User,
-            content: format!("{prompt} ({})", job.job_id),
-        }],
-        params: GenerationParams::default(),
-    });
-    routed.job = job;
-    let backend = config.backend(backend).unwrap();
-    routed.decision.backend_id = backend.id.clone();
-    routed.decision.queue = backend.queue.clone();
-    routed.decision.fallbacks = fallbacks
-        .iter()
-        .map(|f| BackendId::new(*f).unwrap())
-        .collect();
-    routed
-}
 
 async fn wait_for_result(store: &MongoStore, job_id: JobId) -> ResultDocument {
     // The store is where the outcome becomes visible; polling it is waiting for that signal.
@@ -101,27 +74,7 @@ group_id = "test-{run}"
 kind = "mongo"
 [store.mongo]
 database = "{database}"
-[blobs]
-kind = "local"
-dir = "{blobs}"
-[llm]
-retry_initial = "10ms"
-retry_max = "50ms"
-request_timeout = "5s"
-
-[[backends]]
-id = "sim-openai"
-kind = "llm"
-provider = "openai"
-model = "gpt-4o-mini"
-price = "openai/gpt-4o-mini"
-tasks = ["chat", "summarize", "classify"]
-quality = 0.6
-latency_prior = "100ms"
-queue = "test.llm.{run}.openai"
-base_url = "http://{address}/v1"
-api_key_env = "SWITCHYARD_TEST_SIM_KEY"
-
+{worker}
 [[backends]]
 id = "sim-anthropic"
 kind = "llm"
@@ -135,7 +88,7 @@ queue = "test.llm.{run}.anthropic"
 base_url = "http://{address}"
 api_key_env = "SWITCHYARD_TEST_SIM_KEY"
 "#,
-        blobs = dir.join("blobs").display(),
+        worker = sim_backed::worker_config(&dir, &format!("test.llm.{run}.openai"), address),
     );
     let config_path = dir.join("switchyard.toml");
     std::fs::write(&config_path, &config_text).unwrap();

@@ -21,8 +21,8 @@ use switchyard_core::money::Micros;
 use switchyard_core::rates::Usage;
 use switchyard_core::{BackendId, JobId, TenantId};
 use switchyard_ledger::store::{
-    AttemptNext, JobFilter, Period, StatusUpdate, Store, WebhookAttempt, WebhookDelivery,
-    WebhookState, Written,
+    AttemptNext, DlqAudit, JobFilter, LetterAction, LetterMark, Period, StatusUpdate, Store,
+    WebhookAttempt, WebhookDelivery, WebhookState, Written,
 };
 
 /// `seconds` after 2026-12-01T00:00:00Z: days 0–30 are one month, 31 on the next.
@@ -157,6 +157,10 @@ macro_rules! store_suite {
             #[tokio::test]
             async fn a_redelivery_that_cost_differently_keeps_the_first_charge() {
                 super::a_redelivery_that_cost_differently_keeps_the_first_charge(super::$make().await).await;
+            }
+            #[tokio::test]
+            async fn dead_letter_marks_and_audits_round_trip() {
+                super::dead_letter_marks_and_audits_round_trip(super::$make().await).await;
             }
             #[test]
             fn replayed_usage_never_double_counts() {
@@ -696,4 +700,66 @@ async fn a_redelivery_that_cost_differently_keeps_the_first_charge(store: impl S
             .unwrap(),
         Micros::ZERO
     );
+}
+
+async fn dead_letter_marks_and_audits_round_trip(store: impl Store) {
+    store.init().await.unwrap();
+    let (first, second, unknown) = (ulid::Ulid::new(), ulid::Ulid::new(), ulid::Ulid::new());
+    let audit_id = ulid::Ulid::new();
+    let mark = |id, copies, removed, action| LetterMark {
+        dead_letter_id: id,
+        dlq: "switchyard.dlq.switchyard.jobs.batch".into(),
+        job_id: Some(JobId::new()),
+        copies,
+        removed,
+        last_action: action,
+        last_at: at(10),
+        audit_id,
+    };
+    store
+        .mark_letter(&mark(first, 1, false, LetterAction::Copied))
+        .await
+        .unwrap();
+    // A later action replaces the earlier mark.
+    let replayed = mark(first, 2, true, LetterAction::Replayed);
+    store.mark_letter(&replayed).await.unwrap();
+    let purged = mark(second, 0, true, LetterAction::Purged);
+    store.mark_letter(&purged).await.unwrap();
+    let mut marks = store.letter_marks(&[first, unknown, second]).await.unwrap();
+    marks.sort_by_key(|m| m.dead_letter_id);
+    let mut expected = vec![replayed, purged];
+    expected.sort_by_key(|m| m.dead_letter_id);
+    assert_eq!(marks, expected);
+    assert!(store.letter_marks(&[unknown]).await.unwrap().is_empty());
+
+    let audit = |started: i64, outcome: &str| DlqAudit {
+        audit_id: ulid::Ulid::new(),
+        action: "replay".into(),
+        operator: "sre@host".into(),
+        transport: "kafka".into(),
+        filters: "--tenant acme".into(),
+        destination: None,
+        started_at: at(started),
+        finished_at: None,
+        outcome: outcome.into(),
+        scanned: 3,
+        matched: 2,
+        done: 0,
+        skipped: 0,
+        failed: 0,
+    };
+    let older = audit(1, "completed");
+    let mut newer = audit(5, "running");
+    store.put_dlq_audit(&older).await.unwrap();
+    store.put_dlq_audit(&newer).await.unwrap();
+    // The run ends: its record is rewritten, not added.
+    newer.outcome = "completed".into();
+    newer.done = 2;
+    newer.finished_at = Some(at(6));
+    store.put_dlq_audit(&newer).await.unwrap();
+    assert_eq!(
+        store.dlq_audits(10).await.unwrap(),
+        vec![newer.clone(), older]
+    );
+    assert_eq!(store.dlq_audits(1).await.unwrap(), vec![newer]);
 }

@@ -505,6 +505,129 @@ impl KafkaBus {
     }
 }
 
+impl KafkaBus {
+    /// A pass over the dead-letter topic `dlq`; see [`crate::dlq`].
+    pub fn browse_dead_letters(
+        &self,
+        dlq: &QueueName,
+        max_bytes: usize,
+    ) -> crate::dlq::KafkaBrowse {
+        crate::dlq::KafkaBrowse::start(self, dlq, max_bytes)
+    }
+
+    /// Reads `topic` from each partition's low to its high watermark (as they are now) into
+    /// `tx`, without a group: nothing is committed. Blocking; returns when every partition
+    /// is read or the receiver is gone.
+    pub(crate) fn read_topic(
+        &self,
+        topic: &QueueName,
+        max_bytes: usize,
+        tx: &tokio::sync::mpsc::Sender<Result<crate::dlq::Letter, BusError>>,
+    ) -> Result<(), BusError> {
+        let timeout = Duration::from_secs(10);
+        let consumer: BaseConsumer = self
+            .inner
+            .settings
+            .client_config()
+            .set(
+                "group.id",
+                format!("{}.dlq-browser", self.inner.settings.group_prefix),
+            )
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false")
+            .set("fetch.message.max.bytes", DEAD_LETTER_MAX_BYTES)
+            .create()
+            .map_err(kafka_error)?;
+        let metadata = consumer
+            .fetch_metadata(Some(topic.as_str()), timeout)
+            .map_err(kafka_error)?;
+        let mut assignment = TopicPartitionList::new();
+        // Partition → the offset the pass ends before.
+        let mut ends = std::collections::HashMap::new();
+        for found in metadata.topics() {
+            // A topic that does not exist holds no letters.
+            if found.error().is_some() {
+                continue;
+            }
+            for partition in found.partitions() {
+                let (low, high) = consumer
+                    .fetch_watermarks(found.name(), partition.id(), timeout)
+                    .map_err(kafka_error)?;
+                if high > low {
+                    assignment
+                        .add_partition_offset(found.name(), partition.id(), Offset::Offset(low))
+                        .map_err(kafka_error)?;
+                    ends.insert(partition.id(), high);
+                }
+            }
+        }
+        if ends.is_empty() {
+            return Ok(());
+        }
+        consumer.assign(&assignment).map_err(kafka_error)?;
+        let mut idle = Duration::ZERO;
+        while !ends.is_empty() {
+            if tx.is_closed() {
+                return Ok(());
+            }
+            let Some(polled) = consumer.poll(Duration::from_millis(500)) else {
+                // The last offsets may hold no message (transaction markers): a partition
+                // whose position has reached its end is read.
+                if let Ok(positions) = consumer.position() {
+                    for element in positions.elements() {
+                        if let (Offset::Offset(at), Some(&end)) =
+                            (element.offset(), ends.get(&element.partition()))
+                            && at >= end
+                        {
+                            ends.remove(&element.partition());
+                        }
+                    }
+                }
+                idle += Duration::from_millis(500);
+                if idle >= Duration::from_secs(60) {
+                    return Err(kafka_error(format!(
+                        "no progress reading {topic} for 60 s; {} partitions unread",
+                        ends.len()
+                    )));
+                }
+                continue;
+            };
+            idle = Duration::ZERO;
+            let message = polled.map_err(kafka_error)?.detach();
+            let partition = message.partition();
+            let Some(&end) = ends.get(&partition) else {
+                continue;
+            };
+            if message.offset() >= end {
+                ends.remove(&partition);
+                continue;
+            }
+            if message.offset() + 1 >= end {
+                ends.remove(&partition);
+            }
+            let written_at = message
+                .timestamp()
+                .to_millis()
+                .and_then(DateTime::<Utc>::from_timestamp_millis);
+            let outgoing = outgoing_from(&message);
+            let letter = crate::dlq::read_letter(
+                topic,
+                format!("{partition}:{}", message.offset()),
+                written_at,
+                &outgoing.body,
+                outgoing.headers,
+                outgoing.key,
+                max_bytes,
+            );
+            if tx.blocking_send(Ok(letter)).is_err() {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+}
+
 async fn confirm(delivery: rdkafka::producer::DeliveryFuture) -> Result<(), BusError> {
     match delivery.await {
         Ok(Ok(_)) => Ok(()),

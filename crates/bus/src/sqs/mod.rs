@@ -370,6 +370,138 @@ impl SqsBus {
     }
 }
 
+/// What the dead-letter tools need ([`crate::dlq`]).
+impl SqsBus {
+    /// A pass over the dead-letter queue `dlq` that holds what it reads for `hold` at a time.
+    pub async fn browse_dead_letters(
+        &self,
+        dlq: &QueueName,
+        hold: Duration,
+        max_bytes: usize,
+    ) -> Result<crate::dlq::SqsBrowse, BusError> {
+        crate::dlq::SqsBrowse::start(self, dlq, hold, max_bytes).await
+    }
+
+    pub(crate) async fn queue_url(&self, queue: &QueueName) -> Result<String, BusError> {
+        self.url(queue).await
+    }
+
+    /// Up to ten messages, invisible for `hold`, their bodies made whole.
+    pub(crate) async fn receive_held(
+        &self,
+        url: &str,
+        hold: Duration,
+    ) -> Result<Vec<crate::dlq::HeldMessage>, BusError> {
+        let output = self
+            .inner
+            .sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .visibility_timeout(visibility_seconds(hold))
+            .message_attribute_names("All")
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+            .send()
+            .await
+            .map_err(service_error)?;
+        let mut held = Vec::new();
+        for message in output.messages.unwrap_or_default() {
+            let mut headers = Headers::new();
+            for (name, value) in message.message_attributes.unwrap_or_default() {
+                if let Some(value) = value.string_value {
+                    headers.insert(name, value);
+                }
+            }
+            let key = headers.remove(KEY);
+            let claim_check = headers.get(CLAIM_CHECK).cloned();
+            let sent_at = message
+                .attributes
+                .unwrap_or_default()
+                .get(&MessageSystemAttributeName::SentTimestamp)
+                .and_then(|v| v.parse::<i64>().ok())
+                .and_then(DateTime::<Utc>::from_timestamp_millis);
+            let body = self
+                .unwire(message.body.as_deref().unwrap_or_default(), &mut headers)
+                .await?;
+            headers.remove(CLAIM_CHECK);
+            held.push(crate::dlq::HeldMessage {
+                id: message.message_id.unwrap_or_default(),
+                receipt: message.receipt_handle.unwrap_or_default(),
+                claim_check,
+                sent_at,
+                body,
+                headers,
+                key,
+            });
+        }
+        Ok(held)
+    }
+
+    /// Sets the visibility of every receipt, ten at a time.
+    pub(crate) async fn set_visibility_all(
+        &self,
+        url: &str,
+        receipts: &[&str],
+        timeout: Duration,
+    ) -> Result<(), BusError> {
+        for chunk in receipts.chunks(10) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(index, receipt)| {
+                    aws_sdk_sqs::types::ChangeMessageVisibilityBatchRequestEntry::builder()
+                        .id(index.to_string())
+                        .receipt_handle(*receipt)
+                        .visibility_timeout(visibility_seconds(timeout))
+                        .build()
+                        .map_err(sqs_error)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let output = self
+                .inner
+                .sqs
+                .change_message_visibility_batch()
+                .queue_url(url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(service_error)?;
+            if let Some(failed) = output.failed.first() {
+                return Err(sqs_error(format!(
+                    "{} of {} visibility changes failed: {}",
+                    output.failed.len(),
+                    chunk.len(),
+                    failed.message.as_deref().unwrap_or(&failed.code)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn delete_held(&self, url: &str, receipt: &str) -> Result<(), BusError> {
+        self.inner
+            .sqs
+            .delete_message()
+            .queue_url(url)
+            .receipt_handle(receipt)
+            .send()
+            .await
+            .map_err(service_error)?;
+        Ok(())
+    }
+
+    pub(crate) async fn delete_claim_of(&self, location: &str) {
+        self.delete_claim(location).await;
+    }
+}
+
+/// Whole seconds, rounded up so a hold is never shorter than asked; SQS caps at 12 h.
+fn visibility_seconds(timeout: Duration) -> i32 {
+    let seconds = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0);
+    i32::try_from(seconds.min(12 * 3600)).unwrap_or(12 * 3600)
+}
+
 /// SQS accepts #x9 | #xA | #xD | #x20 to #xD7FF | #xE000 to #xFFFD | #x10000 to #x10FFFF.
 fn sqs_can_carry(text: &str) -> bool {
     text.chars().all(|c| {
@@ -793,9 +925,7 @@ impl SqsDelivery {
     }
 
     async fn set_visibility(&self, timeout: Duration) -> Result<(), BusError> {
-        // Whole seconds, rounded up so a delay is never shorter than asked; SQS caps at 12 h.
-        let seconds = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0);
-        let seconds = i32::try_from(seconds.min(12 * 3600)).unwrap_or(12 * 3600);
+        let seconds = visibility_seconds(timeout);
         self.bus
             .inner
             .sqs

@@ -19,9 +19,9 @@ use switchyard_core::money::Micros;
 use switchyard_core::{BackendId, JobId, TenantId};
 
 use crate::store::{
-    AttemptNext, CostRow, JobFilter, JobRecord, LatencyStats, MinuteVolume, Period, Recorded,
-    StatusUpdate, Store, StoreError, WebhookAttempt, WebhookDelivery, WebhookState, Written,
-    advances, complete_join, day_key, latency_stats, minute_key,
+    AttemptNext, CostRow, DlqAudit, JobFilter, JobRecord, LatencyStats, LetterMark, MinuteVolume,
+    Period, Recorded, StatusUpdate, Store, StoreError, WebhookAttempt, WebhookDelivery,
+    WebhookState, Written, advances, complete_join, day_key, latency_stats, minute_key,
 };
 
 const BACKEND: &str = "embedded";
@@ -95,6 +95,18 @@ CREATE TABLE IF NOT EXISTS webhooks (
     doc         TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS webhooks_due ON webhooks (state, next_ms);
+
+CREATE TABLE IF NOT EXISTS dlq_marks (
+    dead_letter_id  TEXT PRIMARY KEY,
+    doc             TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS dlq_audits (
+    audit_id    TEXT PRIMARY KEY,
+    started_ms  INTEGER NOT NULL,
+    doc         TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dlq_audits_started ON dlq_audits (started_ms);
 ";
 
 const WEBHOOK_BY_ID: &str = "SELECT doc FROM webhooks WHERE webhook_id = ?1";
@@ -731,6 +743,69 @@ impl Store for EmbeddedStore {
         let webhook_id = webhook_id.to_owned();
         self.with(move |c| doc_of(c, "webhook", WEBHOOK_BY_ID, &webhook_id))
             .await
+    }
+
+    async fn mark_letter(&self, mark: &LetterMark) -> Result<(), StoreError> {
+        let doc = to_json(mark)?;
+        let id = mark.dead_letter_id.to_string();
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO dlq_marks (dead_letter_id, doc) VALUES (?1, ?2)
+                 ON CONFLICT (dead_letter_id) DO UPDATE SET doc = excluded.doc",
+                params![id, doc],
+            )
+            .map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn letter_marks(&self, ids: &[ulid::Ulid]) -> Result<Vec<LetterMark>, StoreError> {
+        let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        self.with(move |c| {
+            let mut marks = Vec::new();
+            for id in &ids {
+                if let Some(mark) = doc_of(
+                    c,
+                    "dead-letter mark",
+                    "SELECT doc FROM dlq_marks WHERE dead_letter_id = ?1",
+                    id,
+                )? {
+                    marks.push(mark);
+                }
+            }
+            Ok(marks)
+        })
+        .await
+    }
+
+    async fn put_dlq_audit(&self, audit: &DlqAudit) -> Result<(), StoreError> {
+        let doc = to_json(audit)?;
+        let id = audit.audit_id.to_string();
+        let started = millis(audit.started_at);
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO dlq_audits (audit_id, started_ms, doc) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (audit_id) DO UPDATE SET doc = excluded.doc",
+                params![id, started, doc],
+            )
+            .map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn dlq_audits(&self, limit: usize) -> Result<Vec<DlqAudit>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with(move |c| {
+            docs_of(
+                c,
+                "dead-letter audit",
+                "SELECT doc FROM dlq_audits ORDER BY started_ms DESC, audit_id DESC LIMIT ?1",
+                params![limit],
+            )
+        })
+        .await
     }
 }
 

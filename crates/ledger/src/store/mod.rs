@@ -264,6 +264,67 @@ pub enum AttemptNext {
     Exhausted,
 }
 
+/// What the dead-letter tools last did to one letter. Kafka cannot delete a letter from its
+/// topic, so this is how a replayed or purged letter stays out of the next listing and a
+/// repeated replay does not send it again; on SQS it finishes a replay that was killed
+/// between sending the copy and deleting the letter.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LetterMark {
+    pub dead_letter_id: ulid::Ulid,
+    /// The dead-letter queue it sits on.
+    pub dlq: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<JobId>,
+    /// Copies sent by replays, all told.
+    pub copies: u32,
+    /// Replayed (moved) or purged: no longer listed, never replayed again unless asked.
+    pub removed: bool,
+    pub last_action: LetterAction,
+    pub last_at: DateTime<Utc>,
+    /// The audit record of the run that did it.
+    pub audit_id: ulid::Ulid,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LetterAction {
+    /// A copy was sent and the letter removed.
+    Replayed,
+    /// A copy was sent and the letter kept (`--keep`).
+    Copied,
+    Purged,
+}
+
+/// Who replayed or purged what, when, and how it went: one record per run of
+/// `switchyard dlq replay | purge`, written when the run starts and again when it ends, so a
+/// run that was killed shows as never finished.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DlqAudit {
+    pub audit_id: ulid::Ulid,
+    /// `replay` or `purge`.
+    pub action: String,
+    /// `$SWITCHYARD_OPERATOR`, else the login name, and the host.
+    pub operator: String,
+    pub transport: String,
+    /// The filters as given on the command line.
+    pub filters: String,
+    /// Where a replay sent its copies: `source queues` or the `--to` queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
+    pub started_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// `running`, `completed`, `interrupted`, or `failed: why`.
+    pub outcome: String,
+    /// Letters read, letters the filters matched, letters done (replayed or purged), letters
+    /// skipped (already replayed or purged), letters that failed.
+    pub scanned: u64,
+    pub matched: u64,
+    pub done: u64,
+    pub skipped: u64,
+    pub failed: u64,
+}
+
 /// Where results, usage, timelines and webhook deliveries are kept.
 pub trait Store: Clone + Send + Sync + 'static {
     /// Creates collections/tables and indexes. Idempotent; run at start-up.
@@ -379,6 +440,28 @@ pub trait Store: Clone + Send + Sync + 'static {
         child: &ChildOutcome,
         siblings: &[String],
     ) -> impl Future<Output = Result<Option<Vec<ChildOutcome>>, StoreError>> + Send;
+
+    /// Remembers what was done to a letter (replaces the earlier mark).
+    fn mark_letter(&self, mark: &LetterMark)
+    -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The marks of those of `ids` that have one.
+    fn letter_marks(
+        &self,
+        ids: &[ulid::Ulid],
+    ) -> impl Future<Output = Result<Vec<LetterMark>, StoreError>> + Send;
+
+    /// Writes a dead-letter audit record (replaces one with its id).
+    fn put_dlq_audit(
+        &self,
+        audit: &DlqAudit,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The latest `limit` audit records, newest first.
+    fn dlq_audits(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<DlqAudit>, StoreError>> + Send;
 }
 
 /// The join is complete when every sibling has an outcome: them, in `siblings` order.
@@ -572,6 +655,18 @@ impl Store for AnyStore {
         siblings: &[String],
     ) -> Result<Option<Vec<ChildOutcome>>, StoreError> {
         dispatch!(self, s => s.record_child(parent, child, siblings))
+    }
+    async fn mark_letter(&self, mark: &LetterMark) -> Result<(), StoreError> {
+        dispatch!(self, s => s.mark_letter(mark))
+    }
+    async fn letter_marks(&self, ids: &[ulid::Ulid]) -> Result<Vec<LetterMark>, StoreError> {
+        dispatch!(self, s => s.letter_marks(ids))
+    }
+    async fn put_dlq_audit(&self, audit: &DlqAudit) -> Result<(), StoreError> {
+        dispatch!(self, s => s.put_dlq_audit(audit))
+    }
+    async fn dlq_audits(&self, limit: usize) -> Result<Vec<DlqAudit>, StoreError> {
+        dispatch!(self, s => s.dlq_audits(limit))
     }
 }
 

@@ -20,9 +20,9 @@ use switchyard_core::{JobId, TenantId};
 
 use crate::store::embedded::{apply_attempt, group_latencies, status_str};
 use crate::store::{
-    CostRow, JobFilter, JobRecord, LatencyStats, MinuteVolume, Period, Recorded, StatusUpdate,
-    Store, StoreError, WebhookAttempt, WebhookDelivery, WebhookState, Written, advances,
-    complete_join, day_key, minute_key,
+    CostRow, DlqAudit, JobFilter, JobRecord, LatencyStats, LetterMark, MinuteVolume, Period,
+    Recorded, StatusUpdate, Store, StoreError, WebhookAttempt, WebhookDelivery, WebhookState,
+    Written, advances, complete_join, day_key, minute_key,
 };
 
 const BACKEND: &str = "mongo";
@@ -104,6 +104,15 @@ fn embedded<T: serde::de::DeserializeOwned>(
         Some(Bson::Document(inner)) => from_doc(what, inner),
         _ => Err(corrupt(what, "no `doc` field")),
     }
+}
+
+/// The `doc` of every document of `cursor`, decoded.
+async fn all_embedded<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    cursor: mongodb::Cursor<Document>,
+) -> Result<Vec<T>, StoreError> {
+    let documents: Vec<Document> = cursor.try_collect().await.map_err(unavailable)?;
+    documents.into_iter().map(|d| embedded(what, d)).collect()
 }
 
 fn i64_of(value: u64) -> i64 {
@@ -280,6 +289,12 @@ impl Store for MongoStore {
         index(
             &self.collection("webhooks"),
             doc! { "state": 1, "next_at": 1 },
+            false,
+        )
+        .await?;
+        index(
+            &self.collection("dlq_audits"),
+            doc! { "started_at": -1 },
             false,
         )
         .await?;
@@ -509,19 +524,13 @@ impl Store for MongoStore {
     }
 
     async fn usage_of_job(&self, job_id: JobId) -> Result<Vec<UsageEvent>, StoreError> {
-        let documents: Vec<Document> = self
+        let cursor = self
             .collection("usage_events")
             .find(doc! { "job_id": job_id.to_string() })
             .sort(doc! { "_id": 1 })
             .await
-            .map_err(unavailable)?
-            .try_collect()
-            .await
             .map_err(unavailable)?;
-        documents
-            .into_iter()
-            .map(|d| embedded("usage event", d))
-            .collect()
+        all_embedded("usage event", cursor).await
     }
 
     async fn spend(&self, tenant_id: &TenantId, period: Period) -> Result<Micros, StoreError> {
@@ -774,17 +783,11 @@ impl Store for MongoStore {
             Err(error) if is_duplicate_key(&error) => {}
             Err(error) => return Err(unavailable(error)),
         }
-        let recorded: Vec<Document> = children
+        let cursor = children
             .find(doc! { "parent": &parent })
             .await
-            .map_err(unavailable)?
-            .try_collect()
-            .await
             .map_err(unavailable)?;
-        let recorded = recorded
-            .into_iter()
-            .map(|d| embedded::<ChildOutcome>("child outcome", d))
-            .collect::<Result<Vec<_>, _>>()?;
+        let recorded: Vec<ChildOutcome> = all_embedded("child outcome", cursor).await?;
         Ok(complete_join(recorded, siblings))
     }
 
@@ -795,6 +798,53 @@ impl Store for MongoStore {
             .map_err(unavailable)?
             .map(|d| embedded("webhook", d))
             .transpose()
+    }
+
+    async fn mark_letter(&self, mark: &LetterMark) -> Result<(), StoreError> {
+        let id = mark.dead_letter_id.to_string();
+        self.collection("dlq_marks")
+            .replace_one(
+                doc! { "_id": &id },
+                doc! { "_id": &id, "doc": to_doc(mark)? },
+            )
+            .upsert(true)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn letter_marks(&self, ids: &[ulid::Ulid]) -> Result<Vec<LetterMark>, StoreError> {
+        let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        let cursor = self
+            .collection("dlq_marks")
+            .find(doc! { "_id": { "$in": ids } })
+            .await
+            .map_err(unavailable)?;
+        all_embedded("dead-letter mark", cursor).await
+    }
+
+    async fn put_dlq_audit(&self, audit: &DlqAudit) -> Result<(), StoreError> {
+        let id = audit.audit_id.to_string();
+        self.collection("dlq_audits")
+            .replace_one(
+                doc! { "_id": &id },
+                doc! { "_id": &id, "started_at": date(audit.started_at), "doc": to_doc(audit)? },
+            )
+            .upsert(true)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn dlq_audits(&self, limit: usize) -> Result<Vec<DlqAudit>, StoreError> {
+        let cursor = self
+            .collection("dlq_audits")
+            .find(doc! {})
+            .sort(doc! { "started_at": -1, "_id": -1 })
+            .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+            .await
+            .map_err(unavailable)?;
+        all_embedded("dead-letter audit", cursor).await
     }
 }
 
