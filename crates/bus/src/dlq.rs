@@ -264,6 +264,8 @@ pub struct SqsBrowse {
     held: HashMap<String, Held>,
     seen: HashSet<String>,
     drained: bool,
+    /// The last receive came back empty: the next one long-polls to be sure.
+    confirming: bool,
     renewed_at: tokio::time::Instant,
 }
 
@@ -289,6 +291,7 @@ impl SqsBrowse {
             held: HashMap::new(),
             seen: HashSet::new(),
             drained: false,
+            confirming: false,
             renewed_at: tokio::time::Instant::now(),
         })
     }
@@ -305,12 +308,16 @@ impl SqsBrowse {
             if self.drained {
                 return Ok(None);
             }
-            let received = self.bus.receive_held(&url, self.hold).await?;
+            // Short polls while letters keep coming; an empty one is confirmed by a long poll,
+            // which asks every SQS server, before the pass counts as read.
+            let wait = if self.confirming { 1 } else { 0 };
+            let received = self.bus.receive_held(&url, self.hold, wait).await?;
             if received.is_empty() {
-                // A long poll asks every SQS server: empty means nothing visible is left.
-                self.drained = true;
+                self.drained = self.confirming;
+                self.confirming = true;
                 continue;
             }
+            self.confirming = false;
             for message in received {
                 if !self.seen.insert(message.id.clone()) {
                     // Back after its hold ran out: only its receipt is new.

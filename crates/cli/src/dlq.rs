@@ -1017,12 +1017,15 @@ async fn run_plan(
                 if chunk.is_empty() {
                     return Ok(true);
                 }
+                // The chunk's letters to act on, and whether to read on afterwards.
+                let mut work: Vec<(Seen, Option<QueueName>)> = Vec::new();
+                let mut more = true;
                 for seen in chunk {
                     summary.scanned += 1;
-                    progress.update(summary);
                     if stop.is_cancelled() {
                         summary.interrupted = true;
-                        return Ok(false);
+                        more = false;
+                        break;
                     }
                     if !filter.matches(&seen.letter.letter) {
                         continue;
@@ -1037,23 +1040,43 @@ async fn run_plan(
                         continue;
                     }
                     if limit.is_some_and(|limit| summary.matched >= limit as u64) {
-                        return Ok(false);
+                        more = false;
+                        break;
                     }
                     summary.matched += 1;
                     let to = match plan {
-                        Plan::Replay { .. } => Some(match destination {
-                            Some(to) => Ok(to.clone()),
-                            None => known_queue(context, seen.letter.letter.source_queue.as_str()),
-                        }),
+                        Plan::Replay { .. } => match destination {
+                            Some(to) => Some(to.clone()),
+                            None => {
+                                match known_queue(context, seen.letter.letter.source_queue.as_str())
+                                {
+                                    Ok(to) => Some(to),
+                                    Err(error) if !dry_run => {
+                                        summary.failed += 1;
+                                        progress.suspend(|| {
+                                            let _ = writeln!(
+                                                std::io::stderr(),
+                                                "letter {}: {error:#}",
+                                                seen.letter.letter.dead_letter_id
+                                            );
+                                        });
+                                        continue;
+                                    }
+                                    Err(_) => None,
+                                }
+                            }
+                        },
                         Plan::Count | Plan::Purge => None,
                     };
                     if dry_run {
-                        let to = match &to {
-                            Some(Ok(to)) => to.to_string(),
-                            Some(Err(error)) => format!("(cannot: {error})"),
-                            None => "(purge)".into(),
-                        };
                         if !matches!(plan, Plan::Count) {
+                            let to = match (&to, plan) {
+                                (Some(to), _) => to.to_string(),
+                                (None, Plan::Replay { .. }) => {
+                                    "(cannot: not a queue this config knows; use --to)".into()
+                                }
+                                (None, _) => "(purge)".into(),
+                            };
                             let letter = &seen.letter.letter;
                             writeln!(
                                 out,
@@ -1067,21 +1090,20 @@ async fn run_plan(
                         }
                         continue;
                     }
-                    let done = match (plan, to) {
-                        (Plan::Replay { keep, .. }, Some(to)) => {
-                            if let Some(pacer) = &mut pacer {
-                                pacer.tick().await;
-                            }
-                            match to {
-                                Ok(to) => {
-                                    replay_one(context, &mut browse, &seen, &to, *keep, audit).await
-                                }
-                                Err(error) => Err(error),
-                            }
-                        }
-                        _ => purge_one(context, &mut browse, &seen, audit).await,
+                    work.push((seen, to));
+                }
+                let settled = settle(context, plan, &work, pacer.as_mut(), audit).await;
+                for ((seen, _), result) in work.iter().zip(settled) {
+                    // Removal comes last, after the copy or the purge is recorded.
+                    let result = match result {
+                        Ok(true) if browse.can_remove() => browse
+                            .remove(&seen.letter)
+                            .await
+                            .context("done, but the letter could not be deleted"),
+                        Ok(_) => Ok(()),
+                        Err(error) => Err(error),
                     };
-                    match done {
+                    match result {
                         Ok(()) => summary.done += 1,
                         Err(error) => {
                             summary.failed += 1;
@@ -1094,7 +1116,10 @@ async fn run_plan(
                             });
                         }
                     }
-                    progress.update(summary);
+                }
+                progress.update(summary);
+                if !more {
+                    return Ok(false);
                 }
             }
         }
@@ -1120,11 +1145,57 @@ fn known_queue(context: &Context, name: &str) -> anyhow::Result<QueueName> {
     )
 }
 
-/// Sends the copy, remembers it, then (unless kept) removes the letter: in that order, so a
-/// kill at any point leaves the letter or its copy, never neither.
-async fn replay_one(
+/// Letters acted on at once: each one's steps stay in order, the letters overlap.
+const IN_FLIGHT: usize = 32;
+
+/// Acts on a chunk's letters, `IN_FLIGHT` at a time and paced: replays send their copies and
+/// record them, purges record the purge. Each result says whether the letter is now to be
+/// removed from its queue, which the caller does, one by one, after.
+async fn settle(
     context: &Context,
-    browse: &mut Browse,
+    plan: &Plan,
+    work: &[(Seen, Option<QueueName>)],
+    mut pacer: Option<&mut tokio::time::Interval>,
+    audit: &DlqAudit,
+) -> Vec<anyhow::Result<bool>> {
+    use futures_util::StreamExt as _;
+    let mut results: Vec<Option<anyhow::Result<bool>>> = work.iter().map(|_| None).collect();
+    let mut running = futures_util::stream::FuturesUnordered::new();
+    for (index, (seen, to)) in work.iter().enumerate() {
+        if running.len() >= IN_FLIGHT
+            && let Some((done, result)) = running.next().await
+        {
+            results[done] = Some(result);
+        }
+        if let Some(pacer) = pacer.as_mut() {
+            pacer.tick().await;
+        }
+        running.push(async move {
+            let result = match (plan, to) {
+                (Plan::Replay { keep, .. }, Some(to)) => send_copy(context, seen, to, *keep, audit)
+                    .await
+                    .map(|()| !keep),
+                (Plan::Purge, _) => mark_purged(context, seen, audit).await.map(|()| true),
+                (Plan::Replay { .. } | Plan::Count, _) => {
+                    Err(anyhow::anyhow!("internal: nothing to do for this letter"))
+                }
+            };
+            (index, result)
+        });
+    }
+    while let Some((done, result)) = running.next().await {
+        results[done] = Some(result);
+    }
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(anyhow::anyhow!("internal: a letter was not settled"))))
+        .collect()
+}
+
+/// Sends the copy, then remembers it: the letter's removal (unless kept) comes after, so a
+/// kill at any point leaves the letter or its copy, never neither.
+async fn send_copy(
+    context: &Context,
     seen: &Seen,
     to: &QueueName,
     keep: bool,
@@ -1132,6 +1203,8 @@ async fn replay_one(
 ) -> anyhow::Result<()> {
     let letter = &seen.letter;
     let message = letter.replay_message()?;
+    // The timeline shows when the copy left, which is before the worker can answer it.
+    let sent_at = Utc::now();
     context
         .bus
         .publish(to, message)
@@ -1152,15 +1225,9 @@ async fn replay_one(
         audit_id: audit.audit_id,
     };
     context.store.mark_letter(&mark).await.context(
-        "the copy was sent but could not be recorded; a later replay may send another \
-         (harmless: the job id keeps one result and one charge)",
+        "the copy was sent but could not be recorded; the letter stays, and a later replay \
+         may send another (harmless: the job id keeps one result and one charge)",
     )?;
-    if !keep && browse.can_remove() {
-        browse
-            .remove(letter)
-            .await
-            .context("the copy was sent but the letter could not be deleted")?;
-    }
     if let (Some(job_id), Some(tenant_id)) = (letter.letter.job_id, &letter.letter.tenant_id) {
         let update = StatusUpdate {
             job_id,
@@ -1171,7 +1238,7 @@ async fn replay_one(
             } else {
                 JobState::Routed
             },
-            at: Utc::now(),
+            at: sent_at,
             attempt: None,
             backend_id: None,
             detail: Some(format!(
@@ -1181,23 +1248,18 @@ async fn replay_one(
         };
         // The timeline is for people; the replay itself has happened either way.
         if let Err(error) = context.store.record_status(&update).await {
-            writeln!(
+            let _ = writeln!(
                 std::io::stderr(),
                 "warning: job {job_id}: cannot note the replay in its timeline: {error}"
-            )?;
+            );
         }
     }
     Ok(())
 }
 
-/// Remembers the purge, then deletes the letter (SQS): a kill in between is finished by the
-/// next run.
-async fn purge_one(
-    context: &Context,
-    browse: &mut Browse,
-    seen: &Seen,
-    audit: &DlqAudit,
-) -> anyhow::Result<()> {
+/// Remembers the purge; the letter's deletion (SQS) comes after, and a kill in between is
+/// finished by the next run.
+async fn mark_purged(context: &Context, seen: &Seen, audit: &DlqAudit) -> anyhow::Result<()> {
     let letter = &seen.letter;
     let mark = LetterMark {
         dead_letter_id: letter.letter.dead_letter_id,
@@ -1213,14 +1275,7 @@ async fn purge_one(
         .store
         .mark_letter(&mark)
         .await
-        .context("cannot record the purge; the letter stays")?;
-    if browse.can_remove() {
-        browse
-            .remove(letter)
-            .await
-            .context("cannot delete the letter")?;
-    }
-    Ok(())
+        .context("cannot record the purge; the letter stays")
 }
 
 fn report(

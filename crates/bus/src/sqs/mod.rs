@@ -386,11 +386,13 @@ impl SqsBus {
         self.url(queue).await
     }
 
-    /// Up to ten messages, invisible for `hold`, their bodies made whole.
+    /// Up to ten messages, invisible for `hold`, their bodies made whole; `wait` seconds of
+    /// long polling.
     pub(crate) async fn receive_held(
         &self,
         url: &str,
         hold: Duration,
+        wait: i32,
     ) -> Result<Vec<crate::dlq::HeldMessage>, BusError> {
         let output = self
             .inner
@@ -398,7 +400,7 @@ impl SqsBus {
             .receive_message()
             .queue_url(url)
             .max_number_of_messages(10)
-            .wait_time_seconds(1)
+            .wait_time_seconds(wait)
             .visibility_timeout(visibility_seconds(hold))
             .message_attribute_names("All")
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
