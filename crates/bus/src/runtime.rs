@@ -77,6 +77,19 @@ pub trait Handler: Send + Sync + 'static {
         message: Self::Message,
         context: JobContext,
     ) -> impl Future<Output = Result<(), Failure>> + Send;
+
+    /// Called once `message`'s dead letter is durable (rejected, or out of attempts): where a
+    /// handler notes it in the job's timeline. The letter is safe either way, so this cannot
+    /// fail; a handler logs its own errors.
+    fn dead_lettered(
+        &self,
+        message: Self::Message,
+        rejection: &Rejection,
+        context: &JobContext,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (message, rejection, context);
+        async {}
+    }
 }
 
 /// Runtime settings; `switchyard_core::config::RawWorker` maps onto them.
@@ -268,6 +281,7 @@ async fn process<D: Delivery, H: Handler>(
         headers: delivery.headers().clone(),
     };
     let attempt = context.attempt;
+    let settled_context = context.clone();
     // A panicking handler is a failed attempt, not a lost delivery: left unsettled, a Kafka
     // offset would hold its partition's commits back until the next restart.
     let guarded = std::panic::AssertUnwindSafe(handler.handle(message, context)).catch_unwind();
@@ -307,47 +321,56 @@ async fn process<D: Delivery, H: Handler>(
             settings.message_timeout.as_millis()
         )),
     };
-    match failure {
+    let rejection = match failure {
         Failure::Reject(rejection) => {
             warn!(message = "Dead-lettering rejected job.", queue = %delivery.queue(), class = %rejection.class, reason = %rejection.reason);
-            settle(
-                delivery.dead_letter(rejection),
-                counters,
-                &counters.dead_lettered,
-            )
-            .await;
+            rejection
         }
         Failure::Retry(error) if attempt >= settings.max_attempts => {
-            let rejection = Rejection {
+            warn!(message = "Dead-lettering after the last attempt.", queue = %delivery.queue(), attempt, %error);
+            Rejection {
                 class: ErrorClass::RetriesExhausted,
                 reason: format!("gave up after {attempt} attempts; last error: {error}"),
-            };
-            warn!(message = "Dead-lettering after the last attempt.", queue = %delivery.queue(), attempt, %error);
-            settle(
-                delivery.dead_letter(rejection),
-                counters,
-                &counters.dead_lettered,
-            )
-            .await;
+            }
         }
         Failure::Retry(error) => {
             let delay = backoff(attempt, settings.backoff_initial, settings.backoff_max);
             debug!(message = "Retrying later.", queue = %delivery.queue(), attempt, delay_ms = delay.as_millis() as u64, %error);
             settle(delivery.nack(delay, &error), counters, &counters.retried).await;
+            return;
         }
+    };
+    // The handler consumed the message; decoding it again costs only on this rare path.
+    let message = contracts::decode::<H::Message>(delivery.body(), settings.max_message_bytes);
+    if settle(
+        delivery.dead_letter(rejection.clone()),
+        counters,
+        &counters.dead_lettered,
+    )
+    .await
+        && let Ok(message) = message
+    {
+        handler
+            .dead_lettered(message, &rejection, &settled_context)
+            .await;
     }
 }
 
+/// Whether the delivery was settled.
 async fn settle(
     settling: impl Future<Output = Result<(), BusError>>,
     counters: &Counters,
     on_success: &AtomicU64,
-) {
+) -> bool {
     match settling.await {
-        Ok(()) => bump(on_success),
+        Ok(()) => {
+            bump(on_success);
+            true
+        }
         Err(error) => {
             bump(&counters.settle_errors);
             warn!(message = "Failed to settle delivery; it will be redelivered.", %error);
+            false
         }
     }
 }

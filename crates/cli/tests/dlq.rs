@@ -22,7 +22,7 @@ use switchyard_bus::Bus as _;
 use switchyard_bus::Outgoing;
 use switchyard_bus::any::AnyBus;
 use switchyard_core::config::Config;
-use switchyard_core::contracts::{self, RoutedJob};
+use switchyard_core::contracts::{self, JobState, RoutedJob};
 use switchyard_core::{JobId, TenantId};
 use switchyard_ledger::store::{AnyStore, Store as _};
 use switchyard_llm_sim::{SimConfig, Simulator};
@@ -186,6 +186,20 @@ async fn scenario(setup: Setup, sim: &Simulator) {
             .to_owned()
     };
     assert!(worker.terminate().await.success());
+    // The worker noted each dead letter in its job's timeline.
+    let record = store.job(replayed).await.unwrap().unwrap();
+    assert_eq!(record.state, JobState::DeadLettered, "{record:?}");
+    assert!(
+        record
+            .history
+            .iter()
+            .any(|step| step.state == JobState::DeadLettered
+                && step
+                    .detail
+                    .as_deref()
+                    .is_some_and(|d| d.contains("provider_rejected"))),
+        "{record:?}"
+    );
 
     // `show`: the reason and the payload, decoded; `--raw`: the bytes as they failed.
     let shown = setup.dlq_ok(&["show", &letter_of(replayed)]).await;
@@ -334,6 +348,11 @@ async fn scenario(setup: Setup, sim: &Simulator) {
     );
 
     let timeline = store.job(replayed).await.unwrap().unwrap();
+    assert_eq!(
+        timeline.state,
+        JobState::Succeeded,
+        "a replay moves the job on"
+    );
     let replays = timeline
         .history
         .iter()

@@ -17,16 +17,16 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use switchyard_bus::runtime::{Failure, Handler, JobContext};
-use switchyard_bus::{Bus, Outgoing};
+use switchyard_bus::{Bus, Outgoing, Rejection};
 use switchyard_core::BackendId;
 use switchyard_core::config::{Backend, BackendKind, RawLlm};
 use switchyard_core::contracts::{
-    Decision, ErrorClass, Input, JobEnvelope, ResultStatus, RoutedJob, Strategy, Task,
+    Decision, ErrorClass, Input, JobEnvelope, JobState, ResultStatus, RoutedJob, Strategy, Task,
 };
 use switchyard_ledger::blobs::BlobStore;
 use switchyard_ledger::events::EventSink;
 use switchyard_ledger::ledger::{Call, FinishError, Ledger, Outcome};
-use switchyard_ledger::store::Store;
+use switchyard_ledger::store::{StatusUpdate, Store};
 use tracing::{debug, info, warn};
 
 use crate::limits::Limits;
@@ -506,6 +506,28 @@ impl<B: Bus, S: Store, E: EventSink, Bl: BlobStore> Handler for LlmWorker<B, S, 
 
     async fn handle(&self, message: RoutedJob, context: JobContext) -> Result<(), Failure> {
         self.serve(message, context).await
+    }
+
+    /// Notes the dead letter in the job's timeline, so `switchyard jobs get` says where the job
+    /// went and why; a replay moves the job on from there.
+    async fn dead_lettered(&self, routed: RoutedJob, rejection: &Rejection, context: &JobContext) {
+        let update = StatusUpdate {
+            job_id: routed.job.job_id,
+            tenant_id: routed.job.tenant_id.clone(),
+            state: JobState::DeadLettered,
+            at: Utc::now(),
+            attempt: Some(context.attempt),
+            backend_id: Some(routed.decision.backend_id.clone()),
+            detail: Some(format!(
+                "{}: {} (on {})",
+                rejection.class,
+                rejection.reason,
+                context.queue.dead_letter()
+            )),
+        };
+        if let Err(error) = self.ledger.store().record_status(&update).await {
+            warn!(message = "Failed to note the dead letter in the job's timeline.", job_id = %routed.job.job_id, %error);
+        }
     }
 }
 

@@ -562,7 +562,10 @@ fn secrets_never_reach_the_logs() {
         .with_max_level(tracing::Level::TRACE)
         .with_writer(move || writer.clone())
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    // Process-wide: with a thread-local subscriber, a callsite first hit by a concurrent
+    // test (no subscriber there) can be cached as never enabled, and its lines go missing.
+    // The other tests' logs are captured too, which the key check covers as well.
+    tracing::subscriber::set_global_default(subscriber).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
