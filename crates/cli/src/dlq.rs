@@ -682,6 +682,7 @@ async fn show(
     let wanted: ulid::Ulid = id
         .parse()
         .map_err(|_| anyhow::anyhow!("`{id}` is not a dead letter id or a job id (a ULID)"))?;
+    let wanted_job: Option<JobId> = id.parse().ok();
     let filter = Filter {
         include_removed: true,
         ..Filter::default()
@@ -689,9 +690,7 @@ async fn show(
     let mut found = Vec::new();
     each_letter(context, queues, &filter, |seen| {
         let letter = &seen.letter.letter;
-        let by_job = letter
-            .job_id
-            .is_some_and(|j| j.to_string() == wanted.to_string());
+        let by_job = letter.job_id.is_some_and(|j| Some(j) == wanted_job);
         if letter.dead_letter_id == wanted || by_job {
             found.push(seen);
             // A letter id is unique; a job may have failed more than once.
