@@ -35,6 +35,11 @@ if [ -z "${ORT_DYLIB_PATH:-}" ] || [ ! -f "${ORT_DYLIB_PATH:-}" ]; then
   fi
   unset _sy_ort
 fi
+# The generated YOLOv8n model (up.sh ort makes it), for `switchyard detect` and the tests.
+if [ -z "${SWITCHYARD_YOLO_MODEL:-}" ] && [ -f "$_sy_home/models/yolov8n.onnx" ]; then
+  SWITCHYARD_YOLO_MODEL="$_sy_home/models/yolov8n.onnx"
+  export SWITCHYARD_YOLO_MODEL
+fi
 unset _sy_home
 
 # Executed rather than sourced: print the settings as KEY=VALUE lines.
@@ -47,7 +52,7 @@ fi
 if [ "$_sy_sourced" = 0 ]; then
   for _sy_var in SWITCHYARD_KAFKA_BROKERS SWITCHYARD_MONGO_URI AWS_ENDPOINT_URL \
     AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION AWS_DEFAULT_REGION \
-    SWITCHYARD_VENV ORT_DYLIB_PATH; do
+    SWITCHYARD_VENV ORT_DYLIB_PATH SWITCHYARD_YOLO_MODEL; do
     eval "_sy_val=\${$_sy_var:-}"
     # shellcheck disable=SC2154 # assigned by the eval above
     if [ -n "$_sy_val" ]; then printf '%s=%s\n' "$_sy_var" "$_sy_val"; fi

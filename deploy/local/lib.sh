@@ -402,6 +402,29 @@ sy_install_venv() {
     grep -iE '^(moto|onnxruntime)==' | tr '\n' ' ' | sed 's/ $//')"
 }
 
+# The generated YOLOv8n test model (tools/vision/make_yolov8n.py), rebuilt when the generator,
+# the reference pipeline it calibrates with, or the venv's packages change.
+SY_MODEL="$SY_HOME/models/yolov8n.onnx"
+sy_install_model() {
+  local root stamp want log
+  root="$(cd "$SY_LOCAL_DIR/../.." && pwd)"
+  stamp="$SY_MODEL.stamp"
+  want="$(cat "$root/tools/vision/make_yolov8n.py" "$root/tools/vision/yolo_ref.py" \
+    "$SY_LOCAL_DIR/requirements.txt" | sha256sum | awk '{print $1}')"
+  if [[ -f "$SY_MODEL" && -f "$stamp" && "$(<"$stamp")" == "$want" ]]; then
+    echo cached
+    return 0
+  fi
+  mkdir -p "$(dirname "$SY_MODEL")"
+  log="$SY_LOGS/install-model.log"
+  : >"$log"
+  sy_log "model: generating YOLOv8n (seeded weights, calibrated on scikit-image photos; ~2 min) (log: $log)"
+  sy_run_logged "model: make_yolov8n.py" "$log" \
+    "$SY_VENV/bin/python" "$root/tools/vision/make_yolov8n.py" --out "$SY_MODEL"
+  printf '%s\n' "$want" >"$stamp"
+  echo "generated $SY_MODEL"
+}
+
 # Path of libonnxruntime.so.<ver> inside the venv (empty if absent).
 sy_ort_dylib() {
   find "$SY_VENV/lib" -path '*/site-packages/onnxruntime/capi/*' \

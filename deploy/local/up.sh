@@ -7,7 +7,8 @@
 #   kafka     Apache Kafka 4.3.1, single-node KRaft   127.0.0.1:9092 (+9093 controller)
 #   ferretdb  FerretDB v1.24.2 (MongoDB wire, SQLite) 127.0.0.1:27017
 #   moto      moto 5.x server (S3, SQS, ...)          127.0.0.1:4566
-#   ort       onnxruntime 1.31.1 shared library in the kit's venv (no process)
+#   ort       onnxruntime 1.31.1 shared library in the kit's venv (no process),
+#             and the generated YOLOv8n model (tools/vision/make_yolov8n.py)
 #
 # Idempotent: services already running (pid file + live process + answering)
 # are left alone. Installs are cached in ${SWITCHYARD_LOCAL_HOME:-~/.cache/switchyard-local}.
@@ -70,6 +71,9 @@ for svc in "${services[@]}"; do
       ;;
     *) sy_die "internal: no installer for $svc" ;;
   esac
+  if [[ "$svc" == ort ]]; then
+    note="$note; model $(sy_install_model)"
+  fi
   install_note[$svc]="$note"
   install_secs[$svc]="$(sy_since "$t0")"
   sy_log "$svc: install ${note} (${install_secs[$svc]}s)"

@@ -1,5 +1,6 @@
 //! `switchyard`: the one binary. Subcommands arrive with the issues that build them.
 
+mod detect;
 mod dlq;
 mod jobs;
 mod router;
@@ -68,6 +69,8 @@ enum Command {
         #[command(subcommand)]
         command: dlq::DlqCommand,
     },
+    /// Run a YOLO detection model on images, as the vision worker does (to try a model).
+    Detect(detect::DetectArgs),
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -101,6 +104,10 @@ fn main() -> ExitCode {
         Command::Dlq { config, command } => Config::load(config.as_deref())
             .map_err(anyhow::Error::from)
             .and_then(|config| dlq::run(&config, command)),
+        Command::Detect(args) => {
+            init_logs("warn");
+            detect::run(&args)
+        }
         Command::Jobs { config, command } => Config::load(config.as_deref())
             .map_err(anyhow::Error::from)
             .and_then(|config| jobs::run(&config, command)),
@@ -138,8 +145,19 @@ where
     Fut: Future<Output = anyhow::Result<()>>,
 {
     let config = Config::load(config)?;
+    init_logs("info");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(service(config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Logs on stderr: `RUST_LOG` (else `default`), JSON with `SWITCHYARD_LOG=json`.
+fn init_logs(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)
@@ -150,12 +168,6 @@ where
     } else {
         logs.init();
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(service(config))?;
-    Ok(ExitCode::SUCCESS)
 }
 
 fn validate(files: &[String], max_bytes: usize) -> anyhow::Result<ExitCode> {

@@ -57,6 +57,9 @@ pub struct RawConfig {
     /// The LLM worker's calls to providers.
     #[serde(default)]
     pub llm: RawLlm,
+    /// The vision worker's models, batching and image inputs.
+    #[serde(default)]
+    pub vision: RawVision,
     /// The rates table used for pricing.
     #[serde(default)]
     pub rates: RawRates,
@@ -472,6 +475,79 @@ fn default_llm_max_input_bytes() -> u64 {
     4 * 1024 * 1024
 }
 
+/// `[vision]`: how the vision worker runs its models and reads its images.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVision {
+    /// ONNX Runtime's intra-op threads per model; 0 leaves its default (one per core).
+    #[serde(default)]
+    pub intra_threads: usize,
+    /// `cpu`, `cuda` or `tensorrt`. A GPU provider that this ONNX Runtime lacks falls back to
+    /// the CPU, with a warning.
+    #[serde(default = "default_vision_provider")]
+    pub execution_provider: String,
+    #[serde(default)]
+    pub device_id: i32,
+    /// `libonnxruntime.so`; `ORT_DYLIB_PATH` when absent.
+    #[serde(default)]
+    pub ort_library: Option<PathBuf>,
+    /// Images per inference run, at most.
+    #[serde(default = "default_vision_max_batch")]
+    pub max_batch: usize,
+    /// How long the first image of a batch waits for more.
+    #[serde(default = "default_vision_max_queue_delay", with = "humantime_serde")]
+    pub max_queue_delay: Duration,
+    /// Largest image read (inline, blob store or https).
+    #[serde(default = "default_vision_max_image_bytes")]
+    pub max_image_bytes: u64,
+    /// Largest image decoded, width × height, checked from the header before decoding.
+    #[serde(default = "default_vision_max_pixels")]
+    pub max_pixels: u64,
+    /// One `https://` fetch, connect to last byte.
+    #[serde(default = "default_vision_fetch_timeout", with = "humantime_serde")]
+    pub fetch_timeout: Duration,
+    /// Private hosts or CIDRs an `https://` input may still reach (everything private,
+    /// loopback and link-local is refused otherwise, as for webhooks).
+    #[serde(default)]
+    pub fetch_allow: Vec<String>,
+}
+
+impl Default for RawVision {
+    fn default() -> Self {
+        RawVision {
+            intra_threads: 0,
+            execution_provider: default_vision_provider(),
+            device_id: 0,
+            ort_library: None,
+            max_batch: default_vision_max_batch(),
+            max_queue_delay: default_vision_max_queue_delay(),
+            max_image_bytes: default_vision_max_image_bytes(),
+            max_pixels: default_vision_max_pixels(),
+            fetch_timeout: default_vision_fetch_timeout(),
+            fetch_allow: Vec::new(),
+        }
+    }
+}
+
+fn default_vision_provider() -> String {
+    "cpu".to_owned()
+}
+fn default_vision_max_batch() -> usize {
+    8
+}
+fn default_vision_max_queue_delay() -> Duration {
+    Duration::from_millis(2)
+}
+fn default_vision_max_image_bytes() -> u64 {
+    20 * 1024 * 1024
+}
+fn default_vision_max_pixels() -> u64 {
+    40_000_000
+}
+fn default_vision_fetch_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRates {
@@ -603,6 +679,7 @@ pub struct Config {
     pub tier_weights: BTreeMap<Tier, u32>,
     pub worker: RawWorker,
     pub llm: RawLlm,
+    pub vision: RawVision,
     pub rates: RatesTable,
     pub webhooks: RawWebhooks,
     pub backends: Vec<Backend>,
@@ -1107,6 +1184,25 @@ impl RawConfig {
         if llm.retry_initial > llm.retry_max {
             problem("llm.retry_initial", "must not exceed llm.retry_max".into());
         }
+        let vision = self.vision.clone();
+        if !["cpu", "cuda", "tensorrt"].contains(&vision.execution_provider.as_str()) {
+            problem(
+                "vision.execution_provider",
+                format!(
+                    "`{}` is not one of cpu, cuda, tensorrt",
+                    vision.execution_provider
+                ),
+            );
+        }
+        if !(1..=256).contains(&vision.max_batch) {
+            problem("vision.max_batch", "must be between 1 and 256".into());
+        }
+        if vision.max_pixels == 0 {
+            problem("vision.max_pixels", "must be at least 1".into());
+        }
+        if vision.fetch_timeout.is_zero() {
+            problem("vision.fetch_timeout", "must be longer than zero".into());
+        }
         let worker = self.worker.clone();
         if worker.concurrency == 0 {
             problem("worker.concurrency", "must be at least 1".into());
@@ -1226,7 +1322,13 @@ impl RawConfig {
                 id,
                 kind: raw.kind,
                 provider: raw.provider,
-                model: raw.model.clone(),
+                // A vision model is a file, found relative to the config file as `rates.file` is.
+                model: match (raw.kind, base_dir) {
+                    (BackendKind::Vision, Some(dir)) if Path::new(&raw.model).is_relative() => {
+                        dir.join(&raw.model).to_string_lossy().into_owned()
+                    }
+                    _ => raw.model.clone(),
+                },
                 price: raw.price.clone(),
                 tasks: raw.tasks.clone(),
                 quality: raw.quality,
@@ -1248,6 +1350,7 @@ impl RawConfig {
                 tier_weights: self.tiers.weights,
                 worker,
                 llm,
+                vision,
                 rates,
                 webhooks: self.webhooks,
                 backends,

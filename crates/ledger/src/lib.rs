@@ -15,6 +15,7 @@
 pub mod blobs;
 pub mod events;
 pub mod ledger;
+pub mod serving;
 pub mod store;
 pub mod webhook;
 

@@ -21,12 +21,13 @@ use switchyard_bus::{Bus, Outgoing, Rejection};
 use switchyard_core::BackendId;
 use switchyard_core::config::{Backend, BackendKind, RawLlm};
 use switchyard_core::contracts::{
-    Decision, ErrorClass, Input, JobEnvelope, JobState, ResultStatus, RoutedJob, Strategy, Task,
+    Decision, ErrorClass, Input, ResultStatus, RoutedJob, Strategy, Task,
 };
 use switchyard_ledger::blobs::BlobStore;
 use switchyard_ledger::events::EventSink;
-use switchyard_ledger::ledger::{Call, FinishError, Ledger, Outcome};
-use switchyard_ledger::store::{StatusUpdate, Store};
+use switchyard_ledger::ledger::{Call, Ledger, Outcome};
+use switchyard_ledger::serving::{deadline_of, finish_failure, note_dead_letter};
+use switchyard_ledger::store::Store;
 use tracing::{debug, info, warn};
 
 use crate::limits::Limits;
@@ -508,43 +509,10 @@ impl<B: Bus, S: Store, E: EventSink, Bl: BlobStore> Handler for LlmWorker<B, S, 
         self.serve(message, context).await
     }
 
-    /// Notes the dead letter in the job's timeline, so `switchyard jobs get` says where the job
-    /// went and why; a replay moves the job on from there.
+    /// Notes the dead letter in the job's timeline; a replay moves the job on from there.
     async fn dead_lettered(&self, routed: RoutedJob, rejection: &Rejection, context: &JobContext) {
-        let update = StatusUpdate {
-            job_id: routed.job.job_id,
-            tenant_id: routed.job.tenant_id.clone(),
-            state: JobState::DeadLettered,
-            at: Utc::now(),
-            attempt: Some(context.attempt),
-            backend_id: Some(routed.decision.backend_id.clone()),
-            detail: Some(format!(
-                "{}: {} (on {})",
-                rejection.class,
-                rejection.reason,
-                context.queue.dead_letter()
-            )),
-        };
-        if let Err(error) = self.ledger.store().record_status(&update).await {
-            warn!(message = "Failed to note the dead letter in the job's timeline.", job_id = %routed.job.job_id, %error);
-        }
+        note_dead_letter(self.ledger.store(), &routed, rejection, context).await;
     }
-}
-
-fn finish_failure(error: &FinishError) -> Failure {
-    if error.is_retryable() {
-        Failure::Retry(error.to_string())
-    } else {
-        Failure::reject(ErrorClass::Internal, error.to_string())
-    }
-}
-
-fn deadline_of(job: &JobEnvelope) -> Option<DateTime<Utc>> {
-    let ms = job.routing.deadline_ms?;
-    Some(
-        job.submitted_at
-            + chrono::Duration::milliseconds(i64::try_from(ms).unwrap_or(i64::MAX / 2)),
-    )
 }
 
 /// Time left before `deadline`: `None` without one, zero once it passed.

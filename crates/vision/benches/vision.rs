@@ -1,0 +1,99 @@
+//! The vision hot paths without ONNX Runtime: letterboxing (OpenCV-exact bilinear resize into
+//! the NCHW tensor) and postprocessing (best class, NMS, scaling back).
+//!
+//!     cargo bench -p switchyard-vision --bench vision
+//!
+//! Baselines in the same run: a plain `fill` of the tensor slot (the memory-bandwidth floor of
+//! writing 640×640×3 floats) and a scan of the class rows without NMS.
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use std::hint::black_box;
+use std::io::Write as _;
+use switchyard_vision::letterbox::{Geometry, letterbox_into};
+use switchyard_vision::nms::{NmsParams, postprocess};
+
+fn image(width: u32, height: u32) -> Vec<u8> {
+    let mut state = 0x2545_f491_u32;
+    (0..width * height * 3)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
+fn letterbox(c: &mut Criterion) {
+    let mut out = vec![0.0f32; 3 * 640 * 640];
+    c.bench_function("baseline: fill 640x640x3 f32", |b| {
+        b.iter(|| out.fill(black_box(0.5)));
+    });
+    for (w, h) in [(640, 480), (1280, 720), (1920, 1080), (512, 512)] {
+        let rgb = image(w, h);
+        let geometry = Geometry::new((w, h), (640, 640));
+        c.bench_function(&format!("letterbox {w}x{h} -> 640"), |b| {
+            b.iter(|| letterbox_into(black_box(&rgb), &geometry, &mut out));
+        });
+    }
+}
+
+/// An output like YOLOv8n's on a photo: 8400 anchors, 80 classes, a few dozen over 0.25.
+fn output(nc: usize, anchors: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; (4 + nc) * anchors];
+    let mut state = 0x9e37_79b9_u32;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        f32::from(state as u16) / 65535.0
+    };
+    for a in 0..anchors {
+        out[a] = next() * 640.0;
+        out[anchors + a] = next() * 640.0;
+        out[2 * anchors + a] = 10.0 + next() * 200.0;
+        out[3 * anchors + a] = 10.0 + next() * 200.0;
+    }
+    for c in 0..nc {
+        for a in 0..anchors {
+            let v = next();
+            out[(4 + c) * anchors + a] = v * v * v * v * v * v * 0.6;
+        }
+    }
+    out
+}
+
+fn nms(c: &mut Criterion) {
+    let (nc, anchors) = (80, 8400);
+    let out = output(nc, anchors);
+    let geometry = Geometry::new((1280, 720), (640, 640));
+    let candidates = (0..anchors)
+        .filter(|&a| (0..nc).any(|c| out[(4 + c) * anchors + a] > 0.25))
+        .count();
+    // The figure is only meaningful at a realistic candidate count; say which one it had.
+    let _ = writeln!(
+        std::io::stderr(),
+        "nms bench: {candidates} candidates over 0.25"
+    );
+    c.bench_function("baseline: max over class rows", |b| {
+        b.iter(|| {
+            let mut best = vec![0.0f32; anchors];
+            for c in 0..nc {
+                for (b, &v) in best
+                    .iter_mut()
+                    .zip(&out[(4 + c) * anchors..(5 + c) * anchors])
+                {
+                    *b = b.max(v);
+                }
+            }
+            black_box(best)
+        });
+    });
+    let params = NmsParams::default();
+    c.bench_function("postprocess 8400x80", |b| {
+        b.iter(|| postprocess(black_box(&out), nc, anchors, &params, &geometry));
+    });
+}
+
+criterion_group!(benches, letterbox, nms);
+criterion_main!(benches);
