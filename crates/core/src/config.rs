@@ -482,6 +482,10 @@ pub struct RawVision {
     /// ONNX Runtime's intra-op threads per model; 0 leaves its default (one per core).
     #[serde(default)]
     pub intra_threads: usize,
+    /// Whether ONNX Runtime's threads spin between operators (its default, and faster for a
+    /// model of many small operators); off yields the cores between operators instead.
+    #[serde(default = "default_true")]
+    pub intra_op_spinning: bool,
     /// `cpu`, `cuda` or `tensorrt`. A GPU provider that this ONNX Runtime lacks falls back to
     /// the CPU, with a warning.
     #[serde(default = "default_vision_provider")]
@@ -516,6 +520,7 @@ impl Default for RawVision {
     fn default() -> Self {
         RawVision {
             intra_threads: 0,
+            intra_op_spinning: true,
             execution_provider: default_vision_provider(),
             device_id: 0,
             ort_library: None,
@@ -529,6 +534,9 @@ impl Default for RawVision {
     }
 }
 
+fn default_true() -> bool {
+    true
+}
 fn default_vision_provider() -> String {
     "cpu".to_owned()
 }

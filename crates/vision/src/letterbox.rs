@@ -87,6 +87,54 @@ fn taps(src: u32, dst: u32, clamp_edges: bool) -> Vec<(i64, i32, i32)> {
         .collect()
 }
 
+/// `v / 255` in `f32` for every byte: the same values as dividing, without a division per value.
+const UNIT: [f32; 256] = {
+    let mut table = [0.0f32; 256];
+    let mut i = 0;
+    while i < 256 {
+        table[i] = i as f32 / 255.0;
+        i += 1;
+    }
+    table
+};
+
+/// Writes the tensor's rows: padding where the image is not, and each image row (interleaved
+/// RGB8, `width` pixels) split into the three planes.
+struct Planes<'a> {
+    out: &'a mut [f32],
+    geometry: &'a Geometry,
+}
+
+impl Planes<'_> {
+    /// The padding: whole rows above and below, and the columns beside the image.
+    fn pad(&mut self) {
+        let g = self.geometry;
+        let (dw, dh) = (g.dst_width as usize, g.dst_height as usize);
+        let (w, h) = (g.width as usize, g.height as usize);
+        let (left, top) = (g.left as usize, g.top as usize);
+        for plane in self.out.chunks_exact_mut(dw * dh) {
+            plane[..top * dw].fill(PAD);
+            plane[(top + h) * dw..].fill(PAD);
+            for row in plane[top * dw..(top + h) * dw].chunks_exact_mut(dw) {
+                row[..left].fill(PAD);
+                row[left + w..].fill(PAD);
+            }
+        }
+    }
+
+    fn row(&mut self, y: usize, rgb: &[u8]) {
+        let g = self.geometry;
+        let (dw, dh) = (g.dst_width as usize, g.dst_height as usize);
+        let w = g.width as usize;
+        let at = (g.top as usize + y) * dw + g.left as usize;
+        for (c, plane) in self.out.chunks_exact_mut(dw * dh).enumerate() {
+            for (dst, px) in plane[at..at + w].iter_mut().zip(rgb.chunks_exact(3)) {
+                *dst = UNIT[px[c] as usize];
+            }
+        }
+    }
+}
+
 /// Letterboxes `rgb` (tightly packed RGB8, `width` × `height`) into `out`, one image's slot
 /// (`3 × dst_height × dst_width` floats, planar R, G, B).
 ///
@@ -105,41 +153,31 @@ pub fn letterbox_into(rgb: &[u8], geometry: &Geometry, out: &mut [f32]) {
         3 * dw * dh,
         "tensor slot does not match the geometry"
     );
-    out.fill(PAD);
     let (w, h) = (geometry.width as usize, geometry.height as usize);
-    let (left, top) = (geometry.left as usize, geometry.top as usize);
-    let plane = dw * dh;
-    let mut put = |x: usize, y: usize, px: [u8; 3]| {
-        let at = (top + y) * dw + left + x;
-        out[at] = f32::from(px[0]) / 255.0;
-        out[plane + at] = f32::from(px[1]) / 255.0;
-        out[2 * plane + at] = f32::from(px[2]) / 255.0;
-    };
+    let mut planes = Planes { out, geometry };
+    planes.pad();
     if (w, h) == (sw, sh) {
-        for y in 0..h {
-            for x in 0..w {
-                let i = (y * sw + x) * 3;
-                put(x, y, [rgb[i], rgb[i + 1], rgb[i + 2]]);
-            }
+        for (y, row) in rgb.chunks_exact(sw * 3).enumerate() {
+            planes.row(y, row);
         }
         return;
     }
+    let mut line = vec![0u8; w * 3];
     if sw == 2 * w && sh == 2 * h {
         // cv::resize turns an exact 2× reduction into INTER_AREA's fast path: the 2×2 mean.
         for y in 0..h {
-            let (r0, r1) = (2 * y * sw * 3, (2 * y + 1) * sw * 3);
-            for x in 0..w {
-                let mut px = [0u8; 3];
-                for (c, v) in px.iter_mut().enumerate() {
-                    let i = 2 * x * 3 + c;
-                    let sum = u32::from(rgb[r0 + i])
-                        + u32::from(rgb[r0 + i + 3])
-                        + u32::from(rgb[r1 + i])
-                        + u32::from(rgb[r1 + i + 3]);
-                    *v = ((sum + 2) >> 2) as u8;
-                }
-                put(x, y, px);
+            let r0 = &rgb[2 * y * sw * 3..(2 * y + 1) * sw * 3];
+            let r1 = &rgb[(2 * y + 1) * sw * 3..(2 * y + 2) * sw * 3];
+            for (i, v) in line.iter_mut().enumerate() {
+                let (x, c) = (i / 3, i % 3);
+                let j = 2 * x * 3 + c;
+                let sum = u32::from(r0[j])
+                    + u32::from(r0[j + 3])
+                    + u32::from(r1[j])
+                    + u32::from(r1[j + 3]);
+                *v = ((sum + 2) >> 2) as u8;
             }
+            planes.row(y, &line);
         }
         return;
     }
@@ -178,17 +216,12 @@ pub fn letterbox_into(rgb: &[u8], geometry: &Geometry, out: &mut [f32]) {
             horizontal(r1, &mut rows[1].1);
             rows[1].0 = r1;
         }
-        let (s0, s1) = (&rows[0].1, &rows[1].1);
-        for x in 0..w {
-            let mut px = [0u8; 3];
-            for (c, v) in px.iter_mut().enumerate() {
-                let i = x * 3 + c;
-                // VResizeLinear<uchar, int, short>: the exact shifts of OpenCV's fixed-point cast.
-                let value = (((b0 * (s0[i] >> 4)) >> 16) + ((b1 * (s1[i] >> 4)) >> 16) + 2) >> 2;
-                *v = value.clamp(0, 255) as u8;
-            }
-            put(x, y, px);
+        for ((v, &s0), &s1) in line.iter_mut().zip(&rows[0].1).zip(&rows[1].1) {
+            // VResizeLinear<uchar, int, short>: the exact shifts of OpenCV's fixed-point cast.
+            let value = (((b0 * (s0 >> 4)) >> 16) + ((b1 * (s1 >> 4)) >> 16) + 2) >> 2;
+            *v = value.clamp(0, 255) as u8;
         }
+        planes.row(y, &line);
     }
 }
 

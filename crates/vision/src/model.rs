@@ -34,14 +34,29 @@ impl Device {
     }
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct DetectorSettings {
     /// ONNX Runtime's intra-op threads; 0 leaves its default (one per core).
     pub intra_threads: usize,
+    /// Whether ONNX Runtime's threads spin while waiting for work (its default). Off, they
+    /// yield the cores to decoding and letterboxing between operators.
+    pub spin: bool,
     pub device: Device,
     pub device_id: i32,
     /// `libonnxruntime.so`; `ORT_DYLIB_PATH` when absent.
     pub ort_library: Option<PathBuf>,
+}
+
+impl Default for DetectorSettings {
+    fn default() -> Self {
+        DetectorSettings {
+            intra_threads: 0,
+            spin: true,
+            device: Device::Cpu,
+            device_id: 0,
+            ort_library: None,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +149,8 @@ impl Detector {
             let mut builder = Session::builder(environment)
                 .map_err(|e| e.to_string())?
                 .with_optimization_level(GraphOptimizationLevel::Level3)
+                .map_err(|e| e.to_string())?
+                .with_intra_op_spinning(settings.spin)
                 .map_err(|e| e.to_string())?;
             if settings.intra_threads > 0 {
                 builder = builder

@@ -36,6 +36,9 @@ pub struct Detected {
 pub struct Pipeline {
     batcher: Batcher,
     max_pixels: u64,
+    /// Decoding and letterboxing, one image at a time: more at once only takes cores from
+    /// inference, whose parallel operators stall on a preempted thread.
+    preparing: Arc<tokio::sync::Semaphore>,
 }
 
 fn ms(duration: Duration) -> f64 {
@@ -47,6 +50,7 @@ impl Pipeline {
         Pipeline {
             batcher,
             max_pixels,
+            preparing: Arc::new(tokio::sync::Semaphore::new(1)),
         }
     }
 
@@ -61,6 +65,12 @@ impl Pipeline {
     ) -> Result<Detected, DetectError> {
         let batcher = self.batcher.clone();
         let max_pixels = self.max_pixels;
+        let permit = self
+            .preparing
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| ModelError::Inference("the pipeline is closed".into()))?;
         let submitted = tokio::task::spawn_blocking(move || {
             let t0 = Instant::now();
             let image = decode::decode(&bytes, max_pixels)?;
@@ -71,6 +81,7 @@ impl Pipeline {
             letterbox::letterbox_into(&image.pixels, &geometry, &mut tensor);
             drop(image);
             let t2 = Instant::now();
+            drop(permit);
             let reply = batcher.submit(tensor)?;
             Ok::<_, DetectError>((reply, geometry, t1 - t0, t2 - t1))
         })

@@ -51,6 +51,7 @@ impl VisionSettings {
         Ok(VisionSettings {
             detector: DetectorSettings {
                 intra_threads: vision.intra_threads,
+                spin: vision.intra_op_spinning,
                 device: Device::parse(&vision.execution_provider)?,
                 device_id: vision.device_id,
                 ort_library: vision.ort_library.clone(),

@@ -1,0 +1,174 @@
+//! The vision benchmark: per batch size, ONNX Runtime's own throughput on already-prepared
+//! tensors (the physical limit: the model alone), then the whole pipeline (bytes in,
+//! detections out: decode, letterbox, micro-batched inference, NMS) with enough images in
+//! flight to fill batches, and the per-stage milliseconds per image.
+//!
+//!     vision-bench --model M.onnx --threads 2 --batches 1,2,4,8 IMAGE...
+//!
+//! `loadtest/vision-bench.sh` runs it and the Python reference (`tools/vision/yolo_ref.py
+//! --bench`) in the same run, on the same images and thread budget.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Parser;
+use futures_util::StreamExt as _;
+use switchyard_vision::batcher::{BatchSettings, Batcher};
+use switchyard_vision::decode;
+use switchyard_vision::letterbox::{Geometry, letterbox_into};
+use switchyard_vision::model::{Detector, DetectorSettings};
+use switchyard_vision::nms::NmsParams;
+use switchyard_vision::pipeline::Pipeline;
+
+#[derive(Debug, Parser)]
+struct Args {
+    #[arg(long, env = "SWITCHYARD_YOLO_MODEL")]
+    model: PathBuf,
+    /// ONNX Runtime intra-op threads (the Python reference gets the same).
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Batch sizes to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
+    batches: Vec<usize>,
+    /// Images per measurement (the files are cycled).
+    #[arg(long, default_value_t = 48)]
+    images_per_run: usize,
+    /// The micro-batcher's wait for a batch to fill.
+    #[arg(long, default_value = "5ms", value_parser = humantime_parse)]
+    max_queue_delay: Duration,
+    /// Stop ONNX Runtime's threads spinning in the pipeline runs (`[vision] intra_op_spinning
+    /// = false`); the model-only runs always use its default, spinning.
+    #[arg(long)]
+    no_spin: bool,
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+}
+
+fn humantime_parse(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration"))?;
+    match unit {
+        "us" => Ok(Duration::from_micros(n)),
+        "ms" | "" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        _ => Err(format!("`{text}`: use us, ms or s")),
+    }
+}
+
+fn detector(args: &Args, spin: bool) -> anyhow::Result<Detector> {
+    Ok(Detector::load(
+        &args.model,
+        &DetectorSettings {
+            intra_threads: args.threads,
+            spin,
+            ..DetectorSettings::default()
+        },
+    )?)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let files: Vec<Arc<[u8]>> = args
+        .images
+        .iter()
+        .map(|p| {
+            std::fs::read(p)
+                .map(Arc::from)
+                .with_context(|| format!("cannot read {}", p.display()))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let mut out = std::io::stdout().lock();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+
+    // The model alone: the letterboxed tensors are made once, outside the clock.
+    let mut model = detector(&args, true)?;
+    let (h, w) = (model.info().height, model.info().width);
+    let slot = 3 * h as usize * w as usize;
+    let tensors: Vec<Vec<f32>> = files
+        .iter()
+        .map(|bytes| {
+            let image = decode::decode(bytes, 100_000_000)?;
+            let geometry = Geometry::new((image.width, image.height), (w, h));
+            let mut tensor = vec![0.0f32; slot];
+            letterbox_into(&image.pixels, &geometry, &mut tensor);
+            Ok(tensor)
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let mut model_only = Vec::new();
+    for &batch in &args.batches {
+        let mut input = Vec::with_capacity(slot * batch);
+        for i in 0..batch {
+            input.extend_from_slice(&tensors[i % tensors.len()]);
+        }
+        model.run(&input, batch)?; // warm-up
+        let runs = args.images_per_run.div_ceil(batch);
+        let started = Instant::now();
+        for _ in 0..runs {
+            model.run(&input, batch)?;
+        }
+        let per_second = (runs * batch) as f64 / started.elapsed().as_secs_f64();
+        model_only.push(per_second);
+        writeln!(
+            out,
+            "{{\"kind\":\"model_only\",\"batch\":{batch},\"images_per_second\":{per_second:.2}}}"
+        )?;
+    }
+    drop(model);
+
+    // The whole pipeline, micro-batched, 2 × batch images in flight.
+    for (&batch, &limit) in args.batches.iter().zip(&model_only) {
+        let batcher = Batcher::start(
+            detector(&args, !args.no_spin)?,
+            BatchSettings {
+                max_batch: batch,
+                max_queue_delay: args.max_queue_delay,
+            },
+        )?;
+        let pipeline = Pipeline::new(batcher, 100_000_000);
+        let run = |count: usize| {
+            let pipeline = pipeline.clone();
+            let files = files.clone();
+            runtime.block_on(async move {
+                futures_util::stream::iter(0..count)
+                    .map(|i| {
+                        let (pipeline, bytes) = (pipeline.clone(), files[i % files.len()].clone());
+                        async move { pipeline.detect(bytes, NmsParams::default()).await }
+                    })
+                    .buffer_unordered(2 * batch)
+                    .collect::<Vec<_>>()
+                    .await
+            })
+        };
+        run(2 * batch); // warm-up
+        let started = Instant::now();
+        let results = run(args.images_per_run);
+        let wall = started.elapsed().as_secs_f64();
+        let done: Vec<_> = results.into_iter().collect::<Result<_, _>>()?;
+        let n = done.len() as f64;
+        let mean = |f: &dyn Fn(&switchyard_vision::pipeline::Detected) -> f64| {
+            done.iter().map(f).sum::<f64>() / n
+        };
+        let per_second = n / wall;
+        writeln!(
+            out,
+            "{{\"kind\":\"pipeline\",\"batch\":{batch},\"images_per_second\":{per_second:.2},\"of_model_only\":{:.3},\"mean_batch\":{:.2},\"ms_per_image\":{{\"decode\":{:.2},\"preprocess\":{:.2},\"inference\":{:.2},\"postprocess\":{:.2}}}}}",
+            per_second / limit,
+            mean(&|d| f64::from(d.detections.batch_size)),
+            mean(&|d| d.detections.timings_ms.decode),
+            mean(&|d| d.detections.timings_ms.preprocess),
+            mean(&|d| d.compute.as_secs_f64() * 1000.0),
+            mean(&|d| d.detections.timings_ms.postprocess),
+        )?;
+    }
+    Ok(())
+}
