@@ -331,3 +331,27 @@ async fn bad_images_are_refused_with_the_reason() {
     assert!(pipeline.detect(bytes, NmsParams::default()).await.is_ok());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_gpu_provider_this_runtime_lacks_falls_back_to_the_cpu() {
+    // The onnxruntime wheel here is CPU-only: asking for CUDA or TensorRT must still load the
+    // model, on the CPU, rather than fail (the warning names the provider).
+    use switchyard_vision::model::Device;
+    for device in [Device::Cuda, Device::TensorRt] {
+        let mut detector = Detector::load(
+            Path::new(&env("SWITCHYARD_YOLO_MODEL")),
+            &DetectorSettings {
+                intra_threads: 1,
+                device,
+                ..DetectorSettings::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(detector.device(), Device::Cpu);
+        let info = detector.info().clone();
+        let input = vec![0.5f32; 3 * info.height as usize * info.width as usize];
+        let (anchors, output) = detector.run(&input, 1).unwrap();
+        assert_eq!(anchors, 8400);
+        assert_eq!(output.len(), (4 + info.classes()) * anchors);
+    }
+}
