@@ -112,7 +112,7 @@ async fn vision(config: Config, args: VisionArgs) -> anyhow::Result<()> {
     };
 
     let chosen = chosen_backends(&config, BackendKind::Vision, &args.backends)?;
-    let settings = VisionSettings::from_config(&config.vision).map_err(anyhow::Error::msg)?;
+    let settings = VisionSettings::from_config(&config.vision);
     // Every model loads before anything is consumed: a worker that cannot run its model
     // should fail at start, not dead-letter each job.
     let mut served = Vec::new();

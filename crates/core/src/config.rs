@@ -475,6 +475,33 @@ fn default_llm_max_input_bytes() -> u64 {
     4 * 1024 * 1024
 }
 
+/// Where the vision worker runs inference. CUDA and TensorRT need an ONNX Runtime built with
+/// them (the `onnxruntime-gpu` wheel); where they are absent the worker falls back to the CPU
+/// and says so.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionProvider {
+    #[default]
+    Cpu,
+    Cuda,
+    #[serde(rename = "tensorrt")]
+    TensorRt,
+}
+
+impl ExecutionProvider {
+    /// `cpu`, `cuda` or `tensorrt`, as the config file spells them.
+    pub fn parse(name: &str) -> Result<ExecutionProvider, String> {
+        match name {
+            "cpu" => Ok(ExecutionProvider::Cpu),
+            "cuda" => Ok(ExecutionProvider::Cuda),
+            "tensorrt" => Ok(ExecutionProvider::TensorRt),
+            other => Err(format!(
+                "unknown execution provider `{other}` (cpu, cuda, tensorrt)"
+            )),
+        }
+    }
+}
+
 /// `[vision]`: how the vision worker runs its models and reads its images.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -488,8 +515,8 @@ pub struct RawVision {
     pub intra_op_spinning: bool,
     /// `cpu`, `cuda` or `tensorrt`. A GPU provider that this ONNX Runtime lacks falls back to
     /// the CPU, with a warning.
-    #[serde(default = "default_vision_provider")]
-    pub execution_provider: String,
+    #[serde(default)]
+    pub execution_provider: ExecutionProvider,
     #[serde(default)]
     pub device_id: i32,
     /// `libonnxruntime.so`; `ORT_DYLIB_PATH` when absent.
@@ -521,7 +548,7 @@ impl Default for RawVision {
         RawVision {
             intra_threads: 0,
             intra_op_spinning: true,
-            execution_provider: default_vision_provider(),
+            execution_provider: ExecutionProvider::Cpu,
             device_id: 0,
             ort_library: None,
             max_batch: default_vision_max_batch(),
@@ -536,9 +563,6 @@ impl Default for RawVision {
 
 fn default_true() -> bool {
     true
-}
-fn default_vision_provider() -> String {
-    "cpu".to_owned()
 }
 fn default_vision_max_batch() -> usize {
     8
@@ -1193,15 +1217,6 @@ impl RawConfig {
             problem("llm.retry_initial", "must not exceed llm.retry_max".into());
         }
         let vision = self.vision.clone();
-        if !["cpu", "cuda", "tensorrt"].contains(&vision.execution_provider.as_str()) {
-            problem(
-                "vision.execution_provider",
-                format!(
-                    "`{}` is not one of cpu, cuda, tensorrt",
-                    vision.execution_provider
-                ),
-            );
-        }
         if !(1..=256).contains(&vision.max_batch) {
             problem("vision.max_batch", "must be between 1 and 256".into());
         }
@@ -1385,6 +1400,22 @@ mod tests {
 
     fn problem_keys(error: &ConfigError) -> Vec<String> {
         error.problems().iter().map(|p| p.key.clone()).collect()
+    }
+
+    #[test]
+    fn vision_execution_provider_is_one_of_three() {
+        let config = load("[vision]\nexecution_provider = \"tensorrt\"\n", &[]).unwrap();
+        assert_eq!(
+            config.vision.execution_provider,
+            ExecutionProvider::TensorRt
+        );
+        let error = load("[vision]\nexecution_provider = \"gpu\"\n", &[]).unwrap_err();
+        assert!(error.to_string().contains("gpu"), "{error}");
+        assert_eq!(
+            ExecutionProvider::parse("cuda"),
+            Ok(ExecutionProvider::Cuda)
+        );
+        assert!(ExecutionProvider::parse("gpu").is_err());
     }
 
     #[test]

@@ -187,9 +187,7 @@ fn run(mut detector: Detector, receiver: &Receiver<Request>, max_batch: usize, d
             Err(error) => {
                 warn!(message = "Inference failed.", %error, size);
                 for request in batch.drain(..) {
-                    let _ = request
-                        .reply
-                        .send(Err(ModelError::Inference(error.to_string())));
+                    let _ = request.reply.send(Err(error.clone()));
                 }
             }
         }

@@ -8,6 +8,7 @@
 
 use std::io::Cursor;
 
+use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
 
 /// A decoded image, tightly packed RGB.
@@ -91,14 +92,19 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<Rgb, DecodeError> {
     let (width, height) = decoder.dimensions();
     check_size(width, height, max_pixels, format_name(format))?;
     let orientation = decoder.orientation().map_err(|e| corrupt(e.to_string()))?;
-    let mut image = DynamicImage::from_decoder(decoder).map_err(|e| corrupt(e.to_string()))?;
+    let image = DynamicImage::from_decoder(decoder).map_err(|e| corrupt(e.to_string()))?;
+    Ok(oriented(image, orientation))
+}
+
+/// RGB8 of `image` turned upright as its EXIF orientation says.
+fn oriented(mut image: DynamicImage, orientation: Orientation) -> Rgb {
     image.apply_orientation(orientation);
     let rgb = image.into_rgb8();
-    Ok(Rgb {
+    Rgb {
         width: rgb.width(),
         height: rgb.height(),
         pixels: rgb.into_raw(),
-    })
+    }
 }
 
 /// The header's size against the limit, before a pixel is decoded; returns the pixel count.
@@ -132,50 +138,55 @@ fn decode_jpeg(bytes: &[u8], max_pixels: u64) -> Result<Rgb, DecodeError> {
         reason,
     };
     // libjpeg reports fatal errors by unwinding (mozjpeg's documented contract): catch them.
-    let decoded = std::panic::catch_unwind(|| -> Result<Rgb, DecodeError> {
-        let header = mozjpeg::Decompress::new_mem(bytes).map_err(|e| corrupt(e.to_string()))?;
-        let (width, height) = (header.width() as u32, header.height() as u32);
-        let pixels = check_size(width, height, max_pixels, "JPEG")?;
-        let mut started = header.rgb().map_err(|e| corrupt(e.to_string()))?;
-        let data = started
-            .read_scanlines::<u8>()
-            .map_err(|e| corrupt(e.to_string()))?;
-        started.finish().map_err(|e| corrupt(e.to_string()))?;
-        if data.len() as u64 != pixels * 3 {
-            return Err(corrupt("fewer scanlines than the header says".into()));
-        }
-        Ok(Rgb {
-            width,
-            height,
-            pixels: data,
+    let (decoded, orientation) =
+        std::panic::catch_unwind(|| -> Result<(Rgb, Orientation), DecodeError> {
+            // libjpeg keeps APP1 (EXIF) while reading the header: the orientation comes from it,
+            // without parsing the file a second time.
+            let header = mozjpeg::Decompress::builder()
+                .with_markers(&[mozjpeg::Marker::APP(1)])
+                .from_mem(bytes)
+                .map_err(|e| corrupt(e.to_string()))?;
+            let orientation = header
+                .markers()
+                .find_map(|m| {
+                    m.data
+                        .strip_prefix(b"Exif\0\0")
+                        .and_then(Orientation::from_exif_chunk)
+                })
+                .unwrap_or(Orientation::NoTransforms);
+            let (width, height) = (header.width() as u32, header.height() as u32);
+            let pixels = check_size(width, height, max_pixels, "JPEG")?;
+            let mut started = header.rgb().map_err(|e| corrupt(e.to_string()))?;
+            let data = started
+                .read_scanlines::<u8>()
+                .map_err(|e| corrupt(e.to_string()))?;
+            started.finish().map_err(|e| corrupt(e.to_string()))?;
+            if data.len() as u64 != pixels * 3 {
+                return Err(corrupt("fewer scanlines than the header says".into()));
+            }
+            Ok((
+                Rgb {
+                    width,
+                    height,
+                    pixels: data,
+                },
+                orientation,
+            ))
         })
-    })
-    .unwrap_or_else(|panic| {
-        let reason = panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-            .unwrap_or_else(|| "libjpeg failed".to_owned());
-        Err(corrupt(reason))
-    })?;
-    // The orientation tag, from the EXIF segment (image's parser reads headers only).
-    let orientation = ImageReader::with_format(Cursor::new(bytes), ImageFormat::Jpeg)
-        .into_decoder()
-        .and_then(|mut decoder| decoder.orientation())
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
-    if orientation == image::metadata::Orientation::NoTransforms {
+        .unwrap_or_else(|panic| {
+            let reason = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "libjpeg failed".to_owned());
+            Err(corrupt(reason))
+        })?;
+    if orientation == Orientation::NoTransforms {
         return Ok(decoded);
     }
     let buffer = image::RgbImage::from_raw(decoded.width, decoded.height, decoded.pixels)
         .ok_or_else(|| corrupt("pixel buffer does not match its size".into()))?;
-    let mut image = DynamicImage::ImageRgb8(buffer);
-    image.apply_orientation(orientation);
-    let rgb = image.into_rgb8();
-    Ok(Rgb {
-        width: rgb.width(),
-        height: rgb.height(),
-        pixels: rgb.into_raw(),
-    })
+    Ok(oriented(DynamicImage::ImageRgb8(buffer), orientation))
 }
 
 #[cfg(test)]
@@ -240,6 +251,29 @@ mod tests {
             Err(DecodeError::TooManyPixels { pixels, .. }) => assert_eq!(pixels, 10_000_000_000),
             other => panic!("expected a refusal, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn jpeg_exif_orientation_is_applied() {
+        // A 4x2 JPEG, then an APP1 segment right after SOI: EXIF, little-endian TIFF, one IFD
+        // entry, Orientation (0x0112) = 6 (rotate 90° clockwise).
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 95)
+            .write_image(&[200; 4 * 2 * 3], 4, 2, image::ExtendedColorType::Rgb8)
+            .ok();
+        let mut tiff = b"II*\0\x08\0\0\0\x01\0".to_vec();
+        tiff.extend_from_slice(&[0x12, 0x01, 3, 0, 1, 0, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0]);
+        let mut app1 = b"Exif\0\0".to_vec();
+        app1.extend_from_slice(&tiff);
+        let length = (app1.len() + 2) as u16;
+        let mut with_exif = jpeg[..2].to_vec();
+        with_exif.extend_from_slice(&[0xFF, 0xE1]);
+        with_exif.extend_from_slice(&length.to_be_bytes());
+        with_exif.extend_from_slice(&app1);
+        with_exif.extend_from_slice(&jpeg[2..]);
+        let upright = decode(&with_exif, 100).map(|i| (i.width, i.height));
+        assert_eq!(upright, Ok((2, 4)));
+        assert_eq!(decode(&jpeg, 100).map(|i| (i.width, i.height)), Ok((4, 2)));
     }
 
     #[test]

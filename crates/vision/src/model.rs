@@ -11,28 +11,8 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::value::{TensorRef, ValueType};
 use tracing::{info, warn};
 
-/// Where inference runs. CUDA and TensorRT need an ONNX Runtime built with them (the
-/// `onnxruntime-gpu` wheel); when they are absent the session falls back to the CPU and says so.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Device {
-    #[default]
-    Cpu,
-    Cuda,
-    TensorRt,
-}
-
-impl Device {
-    pub fn parse(name: &str) -> Result<Device, String> {
-        match name {
-            "cpu" => Ok(Device::Cpu),
-            "cuda" => Ok(Device::Cuda),
-            "tensorrt" => Ok(Device::TensorRt),
-            other => Err(format!(
-                "unknown execution provider `{other}` (cpu, cuda, tensorrt)"
-            )),
-        }
-    }
-}
+/// Where inference runs: `[vision] execution_provider`.
+pub use switchyard_core::config::ExecutionProvider as Device;
 
 #[derive(Clone, Debug)]
 pub struct DetectorSettings {
@@ -59,7 +39,7 @@ impl Default for DetectorSettings {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum ModelError {
     #[error(
         "the ONNX Runtime library is not available: {0}. Install it (deploy/local/up.sh ort puts the \

@@ -31,7 +31,7 @@ use switchyard_ledger::webhook::guard::{GuardedResolver, SsrfGuard};
 use tracing::debug;
 
 use crate::batcher::BatchSettings;
-use crate::model::{DetectorSettings, Device};
+use crate::model::DetectorSettings;
 use crate::nms::NmsParams;
 use crate::pipeline::{DetectError, Pipeline};
 
@@ -47,12 +47,12 @@ pub struct VisionSettings {
 }
 
 impl VisionSettings {
-    pub fn from_config(vision: &RawVision) -> Result<VisionSettings, String> {
-        Ok(VisionSettings {
+    pub fn from_config(vision: &RawVision) -> VisionSettings {
+        VisionSettings {
             detector: DetectorSettings {
                 intra_threads: vision.intra_threads,
                 spin: vision.intra_op_spinning,
-                device: Device::parse(&vision.execution_provider)?,
+                device: vision.execution_provider,
                 device_id: vision.device_id,
                 ort_library: vision.ort_library.clone(),
             },
@@ -64,7 +64,7 @@ impl VisionSettings {
             max_pixels: vision.max_pixels,
             fetch_timeout: vision.fetch_timeout,
             fetch_allow: vision.fetch_allow.clone(),
-        })
+        }
     }
 }
 
