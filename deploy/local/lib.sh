@@ -6,6 +6,7 @@
 #   $SY_HOME/kafka-<ver>/    Kafka jars resolved from Maven Central
 #   $SY_HOME/ferretdb-<ver>/ FerretDB binary built with `go build`
 #   $SY_HOME/venv/           Python venv: moto server, onnxruntime, boto3, pymongo
+#   $SY_HOME/models/, samples/ the generated YOLOv8n and the photos `switchyard dev` uses
 #   $SY_HOME/run/            runtime state: <svc>.pid, logs/, kafka/, ferretdb/
 #
 # Everything here defines variables and functions only; it doesn't change
@@ -405,13 +406,15 @@ sy_install_venv() {
 # The generated YOLOv8n test model (tools/vision/make_yolov8n.py), rebuilt when the generator,
 # the reference pipeline it calibrates with, or the venv's packages change.
 SY_MODEL="$SY_HOME/models/yolov8n.onnx"
+SY_SAMPLES="$SY_HOME/samples"
 sy_install_model() {
   local root stamp want log
   root="$(cd "$SY_LOCAL_DIR/../.." && pwd)"
   stamp="$SY_MODEL.stamp"
   want="$(cat "$root/tools/vision/make_yolov8n.py" "$root/tools/vision/yolo_ref.py" \
-    "$SY_LOCAL_DIR/requirements.txt" | sha256sum | awk '{print $1}')"
-  if [[ -f "$SY_MODEL" && -f "$stamp" && "$(<"$stamp")" == "$want" ]]; then
+    "$root/tools/vision/sample_images.py" "$SY_LOCAL_DIR/requirements.txt" |
+    sha256sum | awk '{print $1}')"
+  if [[ -f "$SY_MODEL" && -d "$SY_SAMPLES" && -f "$stamp" && "$(<"$stamp")" == "$want" ]]; then
     echo cached
     return 0
   fi
@@ -421,8 +424,12 @@ sy_install_model() {
   sy_log "model: generating YOLOv8n (seeded weights, calibrated on scikit-image photos; ~2 min) (log: $log)"
   sy_run_logged "model: make_yolov8n.py" "$log" \
     "$SY_VENV/bin/python" "$root/tools/vision/make_yolov8n.py" --out "$SY_MODEL"
+  # The photos `switchyard dev` feeds its vision jobs (scikit-image's, as the model saw them).
+  rm -rf "$SY_SAMPLES"
+  sy_run_logged "model: sample_images.py" "$log" \
+    "$SY_VENV/bin/python" "$root/tools/vision/sample_images.py" "$SY_SAMPLES" --photos-only
   printf '%s\n' "$want" >"$stamp"
-  echo "generated $SY_MODEL"
+  echo "generated $SY_MODEL and the sample photos in $SY_SAMPLES"
 }
 
 # Path of libonnxruntime.so.<ver> inside the venv (empty if absent).

@@ -1,6 +1,7 @@
 //! `switchyard`: the one binary. Subcommands arrive with the issues that build them.
 
 mod detect;
+mod dev;
 mod dlq;
 mod jobs;
 mod router;
@@ -71,6 +72,9 @@ enum Command {
     },
     /// Run a YOLO detection model on images, as the vision worker does (to try a model).
     Detect(detect::DetectArgs),
+    /// Run the whole system in this process on a sample workload: in-process bus, router,
+    /// vision and (simulated) LLM workers, embedded store, webhooks to a local receiver.
+    Dev(dev::DevArgs),
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -108,6 +112,7 @@ fn main() -> ExitCode {
             init_logs("warn");
             detect::run(&args)
         }
+        Command::Dev(args) => dev::run(&args),
         Command::Jobs { config, command } => Config::load(config.as_deref())
             .map_err(anyhow::Error::from)
             .and_then(|config| jobs::run(&config, command)),

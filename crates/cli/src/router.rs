@@ -19,6 +19,7 @@ use switchyard_router::policy_file::{DEFAULT_POLICY_TOML, load_policy};
 use switchyard_router::worker::{
     self, PolicyHandle, Router, RouterSettings, SpendSource, spent_from_micros,
 };
+use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 #[derive(Debug, clap::Args)]
@@ -62,6 +63,17 @@ pub async fn run(config: Config, args: RouterArgs) -> anyhow::Result<()> {
     let policy = load_policy(&text, &origin, &config.backends)?;
     info!(message = "Policy loaded.", version = %policy.version, rules = policy.rules.len(), origin = %origin);
     let policy = Arc::new(PolicyHandle::new(policy, args.policy.clone()));
+    route(&config, bus, store, policy, runtime::shutdown_on_signals()).await
+}
+
+/// Routes the tier queues of `bus` until `shutdown` (also what `switchyard dev` runs).
+pub async fn route(
+    config: &Config,
+    bus: AnyBus,
+    store: AnyStore,
+    policy: Arc<PolicyHandle>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let catalog: Arc<[switchyard_core::config::Backend]> = config.backends.clone().into();
     let live = Arc::new(Mutex::new(LiveState::new(LiveSettings::default())));
     let router = Router::new(
@@ -79,7 +91,6 @@ pub async fn run(config: Config, args: RouterArgs) -> anyhow::Result<()> {
         .await
         .context("cannot create the queues")?;
 
-    let shutdown = runtime::shutdown_on_signals();
     let mut background = tokio::task::JoinSet::new();
     background.spawn(worker::watch_policy(
         policy,
@@ -115,7 +126,7 @@ pub async fn run(config: Config, args: RouterArgs) -> anyhow::Result<()> {
     runtime::run(
         WeightedConsumer::new(consumers),
         Arc::new(router),
-        Settings::from_config(&config, AnyBus::lease(&config)),
+        Settings::from_config(config, AnyBus::lease(config)),
         counters.clone(),
         shutdown.clone(),
     )

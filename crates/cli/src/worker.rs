@@ -16,6 +16,7 @@ use switchyard_ledger::webhook::guard::SsrfGuard;
 use switchyard_ledger::webhook::{DispatchSettings, Dispatcher};
 use switchyard_ledger::{Ledger, LedgerSettings};
 use switchyard_llm::worker::{LlmSettings, LlmWorker, Served, http_client};
+use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 #[derive(Debug, clap::Subcommand)]
@@ -151,12 +152,13 @@ async fn vision(config: Config, args: VisionArgs) -> anyhow::Result<()> {
         "vision-worker",
         !args.no_webhooks,
         &ids,
+        runtime::shutdown_on_signals(),
     )
     .await
 }
 
 /// The ledger over the configured store, events and blobs.
-async fn ledger_for(
+pub(crate) async fn ledger_for(
     config: &Config,
     store: &AnyStore,
     bus: &AnyBus,
@@ -185,7 +187,7 @@ async fn ledger_for(
     clippy::too_many_arguments,
     reason = "one call site per worker kind, all named"
 )]
-async fn serve_queues<H>(
+pub(crate) async fn serve_queues<H>(
     config: &Config,
     bus: AnyBus,
     store: AnyStore,
@@ -195,11 +197,11 @@ async fn serve_queues<H>(
     group: &str,
     webhooks: bool,
     backends: &[&str],
+    shutdown: CancellationToken,
 ) -> anyhow::Result<()>
 where
     H: runtime::Handler + Send + Sync + 'static,
 {
-    let shutdown = runtime::shutdown_on_signals();
     let mut tasks = tokio::task::JoinSet::new();
     if webhooks {
         let client = WebhookClient::new(
@@ -293,6 +295,7 @@ async fn llm(config: Config, args: LlmArgs) -> anyhow::Result<()> {
         "llm-worker",
         !args.no_webhooks,
         &ids,
+        runtime::shutdown_on_signals(),
     )
     .await
 }

@@ -213,7 +213,8 @@ pub enum Input {
     },
     /// UTF-8 text inline, for the LLM tasks.
     Text { text: String },
-    /// A reference: `s3://bucket/key` or `https://...`.
+    /// A reference: `s3://bucket/key`, `https://...`, or `file:///...` inside the local blob
+    /// store's directory (the embedded mode).
     Uri {
         uri: Url,
         #[serde(default, skip_serializing_if = "Option::is_none")]
