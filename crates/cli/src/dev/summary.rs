@@ -6,10 +6,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use serde::Serialize;
 use switchyard_core::config::{BackendKind, Config};
-use switchyard_core::contracts::{Output, ResultDocument, ResultStatus};
+use switchyard_core::contracts::{DeadLetter, Output, ResultDocument, ResultStatus};
 use switchyard_core::{JobId, Micros};
 use switchyard_ledger::store::{AnyStore, Store, WebhookDelivery, WebhookState};
 use switchyard_router::worker::child_id;
@@ -21,21 +20,25 @@ use super::{Observed, lock};
 /// How often the store is read while waiting; progress is printed at most once a second.
 const POLL: Duration = Duration::from_millis(100);
 
-/// Whether `item` has ended, as expected or not: a result in the store, or a dead letter.
+/// The dead letter `item` ended in, if it did: by job id, else by the exact body.
+fn letter_for<'l>(item: &Item, letters: &'l [DeadLetter]) -> Option<&'l DeadLetter> {
+    letters
+        .iter()
+        .find(|letter| match (item.job_id, &item.letter_body) {
+            (Some(job_id), _) => letter.job_id == Some(job_id),
+            (None, Some(body)) => &letter.original.body_base64 == body,
+            (None, None) => false,
+        })
+}
+
+/// Whether `item` has ended, as expected or not: a dead letter, or a result in the store.
 async fn ended(item: &Item, store: &AnyStore, observed: &Observed) -> bool {
+    if letter_for(item, &lock(&observed.letters)).is_some() {
+        return true;
+    }
     match item.job_id {
-        Some(job_id) => {
-            lock(&observed.letters)
-                .iter()
-                .any(|letter| letter.job_id == Some(job_id))
-                || matches!(store.result(job_id).await, Ok(Some(_)))
-        }
-        None => {
-            let sent = base64::engine::general_purpose::STANDARD.encode(&item.body);
-            lock(&observed.letters)
-                .iter()
-                .any(|letter| letter.original.body_base64 == sent)
-        }
+        Some(job_id) => matches!(store.result(job_id).await, Ok(Some(_))),
+        None => false,
     }
 }
 
@@ -50,6 +53,8 @@ pub async fn wait(
 ) -> Result<(), String> {
     let started = Instant::now();
     let mut done: HashSet<usize> = HashSet::new();
+    // Webhooks already delivered or given up on are not read again.
+    let mut settled: HashSet<JobId> = HashSet::new();
     let mut last_print = Instant::now();
     let mut last_line = String::new();
     loop {
@@ -58,7 +63,7 @@ pub async fn wait(
                 done.insert(index);
             }
         }
-        let pending_hooks = pending_webhooks(sample, store).await;
+        let pending_hooks = pending_webhooks(sample, store, &mut settled).await;
         let letters = lock(&observed.letters).len();
         let hooks = lock(&observed.webhooks).verified;
         let line = format!(
@@ -114,14 +119,26 @@ pub async fn wait(
     }
 }
 
-/// Webhooks queued for the sample's jobs that are still to be delivered.
-async fn pending_webhooks(sample: &Sample, store: &AnyStore) -> usize {
+/// Webhooks queued for the sample's jobs that are still to be delivered; a store that cannot
+/// be read counts as pending, so the wait never ends on an error it did not see.
+async fn pending_webhooks(
+    sample: &Sample,
+    store: &AnyStore,
+    settled: &mut HashSet<JobId>,
+) -> usize {
     let mut pending = 0;
     for job_id in sample.items.iter().filter_map(|item| item.job_id) {
-        if let Ok(Some(delivery)) = store.webhook(&WebhookDelivery::id_for(job_id)).await
-            && delivery.state == WebhookState::Pending
-        {
-            pending += 1;
+        if settled.contains(&job_id) {
+            continue;
+        }
+        match store.webhook(&WebhookDelivery::id_for(job_id)).await {
+            Ok(Some(delivery)) if delivery.state == WebhookState::Pending => pending += 1,
+            Ok(Some(_)) => {
+                settled.insert(job_id);
+            }
+            // Not queued (yet, or ever: a dead-lettered job has none).
+            Ok(None) => {}
+            Err(_) => pending += 1,
         }
     }
     pending
@@ -325,13 +342,7 @@ pub async fn gather(
             cost_micros: 0,
             detail: String::new(),
         };
-        let letter = match item.job_id {
-            Some(job_id) => letters.iter().find(|l| l.job_id == Some(job_id)),
-            None => {
-                let sent = base64::engine::general_purpose::STANDARD.encode(&item.body);
-                letters.iter().find(|l| l.original.body_base64 == sent)
-            }
-        };
+        let letter = letter_for(item, &letters);
         if let Some(letter) = letter {
             line.outcome = "dead_lettered".to_owned();
             line.detail = format!("{}: {}", letter.error_class, first_line(&letter.reason));

@@ -75,6 +75,9 @@ pub struct Item {
     /// Fan-out jobs: their subtasks' names.
     pub subtasks: Vec<String>,
     pub body: Vec<u8>,
+    /// For messages without a job id: the body as a dead letter quotes it (base64), the one
+    /// way to tell their letters apart.
+    pub letter_body: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -157,6 +160,7 @@ impl Builder<'_> {
             expect,
             subtasks,
             body: body.to_string().into_bytes(),
+            letter_body: None,
         });
         job_id
     }
@@ -170,6 +174,7 @@ impl Builder<'_> {
             job_id: None,
             expect: Expect::DeadLetter(class.to_owned()),
             subtasks: Vec::new(),
+            letter_body: Some(base64::engine::general_purpose::STANDARD.encode(&body)),
             body,
         });
     }
