@@ -10,17 +10,26 @@ use switchyard_bus::Bus;
 use switchyard_bus::any::AnyBus;
 use switchyard_bus::runtime::{self, Counters, Settings};
 use switchyard_bus::scheduler::WeightedConsumer;
-use switchyard_core::config::{Config, EventsConfig};
-use switchyard_core::{QueueName, TenantId, Tier};
+use switchyard_core::config::{Backend, BackendKind, Config, EventsConfig};
+use switchyard_core::contracts::JobEnvelope;
+use switchyard_core::rates::RatesTable;
+use switchyard_core::{BackendId, QueueName, TenantId, Tier};
 use switchyard_ledger::store::{AnyStore, Period, Store};
+use switchyard_ledger::{Call, price_call};
+use switchyard_llm::classifier::RoutingClassifier;
+use switchyard_llm::worker::{Served, http_client};
 use switchyard_router::budget::Spent;
+use switchyard_router::classify::{
+    Answer, BoxFuture, ChargeSink, Classifier, ClassifyError, ClassifyRequest,
+};
 use switchyard_router::live::{LiveSettings, LiveState};
+use switchyard_router::policy::{Policy, RuleStrategy};
 use switchyard_router::policy_file::{DEFAULT_POLICY_TOML, load_policy};
 use switchyard_router::worker::{
-    self, PolicyHandle, Router, RouterSettings, SpendSource, spent_from_micros,
+    self, Classifying, PolicyHandle, Router, RouterSettings, SpendSource, spent_from_micros,
 };
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 #[derive(Debug, clap::Args)]
 pub struct RouterArgs {
@@ -62,8 +71,126 @@ pub async fn run(config: Config, args: RouterArgs) -> anyhow::Result<()> {
     };
     let policy = load_policy(&text, &origin, &config.backends)?;
     info!(message = "Policy loaded.", version = %policy.version, rules = policy.rules.len(), origin = %origin);
+    let classifier = classifier_from_env(&config)?;
+    warn_unreachable_classifiers(&policy, &classifier);
     let policy = Arc::new(PolicyHandle::new(policy, args.policy.clone()));
-    route(&config, bus, store, policy, runtime::shutdown_on_signals()).await
+    route(
+        &config,
+        bus,
+        store,
+        policy,
+        classifier,
+        runtime::shutdown_on_signals(),
+    )
+    .await
+}
+
+/// A client for every LLM backend whose key is in the environment: a policy reloaded later
+/// may name any of them as a classifier. Backends without a key are left out, not fatal; the
+/// router may well never classify.
+fn classifier_from_env(config: &Config) -> anyhow::Result<RoutingClassifier> {
+    let http = http_client().map_err(anyhow::Error::msg)?;
+    let served = config
+        .backends
+        .iter()
+        .filter(|b| b.kind == BackendKind::Llm)
+        .filter_map(|backend| match Served::from_backend(backend, http.clone()) {
+            Ok(served) => Some(Arc::new(served)),
+            Err(why) => {
+                tracing::debug!(message = "No classifier client for this backend.", backend = %backend.id, reason = %why);
+                None
+            }
+        });
+    Ok(RoutingClassifier::new(served))
+}
+
+/// Says at start which `llm_classify` rules cannot be asked (no key for their backend), so
+/// the operator learns it now rather than from decisions that pass them over.
+fn warn_unreachable_classifiers(policy: &Policy, classifier: &RoutingClassifier) {
+    let reachable: Vec<&BackendId> = classifier.backends().collect();
+    for rule in &policy.rules {
+        if let RuleStrategy::Classify(spec) = &rule.strategy
+            && !reachable.contains(&&spec.backend)
+        {
+            warn!(message = "A classifier cannot be called: its backend has no API key in the environment; the rule will be passed over.", rule = %rule.name, backend = %spec.backend);
+        }
+    }
+}
+
+/// The llm crate's classifier as the router's.
+struct LlmClassifier(RoutingClassifier);
+
+impl Classifier for LlmClassifier {
+    fn classify<'a>(
+        &'a self,
+        request: &'a ClassifyRequest,
+    ) -> BoxFuture<'a, Result<Answer, ClassifyError>> {
+        Box::pin(async move {
+            let labelled = self
+                .0
+                .classify(
+                    &request.backend,
+                    &request.instruction,
+                    &request.labels,
+                    &request.text,
+                )
+                .await
+                .map_err(|error| ClassifyError {
+                    backend_at_fault: error.backend_at_fault(),
+                    message: error.to_string(),
+                })?;
+            Ok(Answer {
+                label: labelled.label,
+                provider: labelled.provider.to_owned(),
+                model: labelled.model,
+                usage: labelled.usage,
+                latency_ms: labelled.latency_ms,
+            })
+        })
+    }
+}
+
+/// Classifier calls charged to the job's tenant as usage events of the job, priced with the
+/// rates table like every other call. The event id is fixed by the job and the rule, so a
+/// redelivered job is charged once.
+struct StoreCharges {
+    store: AnyStore,
+    rates: Arc<RatesTable>,
+    catalog: Arc<[Backend]>,
+}
+
+impl ChargeSink for StoreCharges {
+    fn charge<'a>(
+        &'a self,
+        job: &'a JobEnvelope,
+        call: &'a str,
+        backend: &'a BackendId,
+        answer: &'a Answer,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let entry = self
+                .catalog
+                .iter()
+                .find(|b| &b.id == backend)
+                .ok_or_else(|| format!("backend {backend} is not in the catalog"))?;
+            let call = Call {
+                name: call.to_owned(),
+                backend_id: backend.clone(),
+                provider: answer.provider.clone(),
+                model: answer.model.clone(),
+                price: entry.price.clone(),
+                usage: answer.usage,
+                latency_ms: answer.latency_ms,
+                occurred_at: Utc::now(),
+            };
+            let event = price_call(&self.rates, job, &call).map_err(|e| e.to_string())?;
+            self.store
+                .record_usage(&event)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    }
 }
 
 /// Routes the tier queues of `bus` until `shutdown` (also what `switchyard dev` runs).
@@ -72,19 +199,30 @@ pub async fn route(
     bus: AnyBus,
     store: AnyStore,
     policy: Arc<PolicyHandle>,
+    classifier: RoutingClassifier,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let catalog: Arc<[switchyard_core::config::Backend]> = config.backends.clone().into();
+    let catalog: Arc<[Backend]> = config.backends.clone().into();
+    let rates = Arc::new(config.rates.clone());
     let live = Arc::new(Mutex::new(LiveState::new(LiveSettings::default())));
+    let charges = StoreCharges {
+        store: store.clone(),
+        rates: rates.clone(),
+        catalog: catalog.clone(),
+    };
     let router = Router::new(
         bus.clone(),
         catalog.clone(),
-        Arc::new(config.rates.clone()),
+        rates,
         policy.clone(),
         live.clone(),
         StoreSpend(store),
         RouterSettings::default(),
-    );
+    )
+    .with_classifier(Classifying::new(
+        Arc::new(LlmClassifier(classifier)),
+        Arc::new(charges),
+    ));
     let mut queues: Vec<QueueName> = Tier::ALL.iter().map(|t| t.queue()).collect();
     queues.extend(router.backend_queues());
     bus.ensure(&queues)

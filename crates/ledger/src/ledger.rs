@@ -171,6 +171,37 @@ pub struct Ledger<S, E, B> {
     settings: LedgerSettings,
 }
 
+/// Prices `call` of `job` under `rates`: the usage event it becomes, whose id is fixed by the
+/// job and the call's name, so recording it twice charges once. Also how the router charges
+/// its classifier calls, outside any worker's `finish`.
+pub fn price_call(
+    rates: &RatesTable,
+    job: &JobEnvelope,
+    call: &Call,
+) -> Result<UsageEvent, FinishError> {
+    let cost = rates
+        .cost(&call.price, &call.usage)
+        .map_err(|source| FinishError::Pricing {
+            call: call.name.clone(),
+            price: call.price.clone(),
+            source,
+        })?;
+    Ok(UsageEvent {
+        schema: UsageSchema,
+        event_id: UsageEvent::event_id_for(job.job_id, &call.name),
+        job_id: job.job_id,
+        tenant_id: job.tenant_id.clone(),
+        backend_id: call.backend_id.clone(),
+        provider: call.provider.clone(),
+        model: call.model.clone(),
+        usage: call.usage,
+        cost_micros: cost.micros,
+        rates_version: cost.rates_version,
+        latency_ms: call.latency_ms,
+        occurred_at: call.occurred_at,
+    })
+}
+
 /// The Standard Webhooks payload: `{type, timestamp, data}`.
 #[derive(Debug, Serialize)]
 struct WebhookPayload<'a> {
@@ -211,28 +242,7 @@ impl<S: Store, E: EventSink, B: BlobStore> Ledger<S, E, B> {
 
     /// Prices a call: the usage event it becomes.
     pub fn price(&self, job: &JobEnvelope, call: &Call) -> Result<UsageEvent, FinishError> {
-        let cost = self
-            .rates
-            .cost(&call.price, &call.usage)
-            .map_err(|source| FinishError::Pricing {
-                call: call.name.clone(),
-                price: call.price.clone(),
-                source,
-            })?;
-        Ok(UsageEvent {
-            schema: UsageSchema,
-            event_id: UsageEvent::event_id_for(job.job_id, &call.name),
-            job_id: job.job_id,
-            tenant_id: job.tenant_id.clone(),
-            backend_id: call.backend_id.clone(),
-            provider: call.provider.clone(),
-            model: call.model.clone(),
-            usage: call.usage,
-            cost_micros: cost.micros,
-            rates_version: cost.rates_version,
-            latency_ms: call.latency_ms,
-            occurred_at: call.occurred_at,
-        })
+        price_call(&self.rates, job, call)
     }
 
     /// Ends `job` with `outcome`; see the module documentation for the steps. A child of a

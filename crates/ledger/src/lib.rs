@@ -19,5 +19,5 @@ pub mod serving;
 pub mod store;
 pub mod webhook;
 
-pub use ledger::{Call, FinishError, Finished, Ledger, LedgerSettings, Outcome};
+pub use ledger::{Call, FinishError, Finished, Ledger, LedgerSettings, Outcome, price_call};
 pub use store::{AnyStore, Store, StoreError};

@@ -1,8 +1,10 @@
 //! The LLM side of Switchyard: provider clients (`openai`, `anthropic`) behind one closed
 //! enum ([`provider::ProviderClient`]), per-backend rate limits ([`limits`]), the task
-//! templates ([`tasks`]) and the worker that serves LLM backends' queues ([`worker`]).
+//! templates ([`tasks`]), the worker that serves LLM backends' queues ([`worker`]) and the
+//! router's classifier ([`classifier`]).
 
 pub mod anthropic;
+pub mod classifier;
 pub mod limits;
 pub mod openai;
 pub mod provider;

@@ -25,6 +25,7 @@ use switchyard_ledger::blobs::LocalBlobs;
 use switchyard_ledger::events::NoEvents;
 use switchyard_ledger::store::{EmbeddedStore, Store};
 use switchyard_ledger::{Ledger, LedgerSettings};
+use switchyard_llm::classifier::RoutingClassifier;
 use switchyard_llm::limits::Limits;
 use switchyard_llm::provider::{ApiKey, ProviderClient};
 use switchyard_llm::worker::{LlmSettings, LlmWorker, Served};
@@ -277,6 +278,59 @@ macro_rules! provider_suite {
                     }
                     other => panic!("{other:?}"),
                 }
+            }
+
+            #[tokio::test]
+            async fn the_routing_classifier_labels_and_fails_by_class() {
+                let rig = rig($provider, Options::default()).await;
+                let served = rig.worker.served(&rig.backend.id).unwrap().clone();
+                let classifier = RoutingClassifier::new([served]);
+                let labels = vec!["simple".to_owned(), "complex".to_owned()];
+                let ask = |text: String| {
+                    let (classifier, labels, id) = (&classifier, &labels, rig.backend.id.clone());
+                    async move {
+                        classifier
+                            .classify(&id, "How complex is this request?", labels, &text)
+                            .await
+                    }
+                };
+                let mut seen = Vec::new();
+                for i in 0..8 {
+                    let text = format!("request number {i}");
+                    let first = ask(text.clone()).await.unwrap();
+                    let label = first.label.clone().unwrap();
+                    assert!(labels.contains(&label), "{label}");
+                    assert!(first.usage.input_tokens > 0 && first.usage.output_tokens > 0);
+                    assert_eq!(
+                        first.provider,
+                        rig.worker.served(&rig.backend.id).unwrap().client.name()
+                    );
+                    // Deterministic per prompt, which the router's cache relies on no more
+                    // than the tests do.
+                    assert_eq!(ask(text).await.unwrap().label, first.label);
+                    seen.push(label);
+                }
+                seen.sort();
+                seen.dedup();
+                assert_eq!(seen, ["complex", "simple"]);
+
+                // A broken response body is the backend's fault (its breaker counts it); a
+                // refused request is not.
+                rig.sim.script([Fault::InvalidJson]);
+                let broken = ask("anything".into()).await.unwrap_err();
+                assert!(broken.backend_at_fault(), "{broken}");
+                rig.sim.script([Fault::BadRequest]);
+                let refused = ask("anything".into()).await.unwrap_err();
+                assert!(!refused.backend_at_fault(), "{refused}");
+                assert!(refused.to_string().contains("rejected (400"), "{refused}");
+                let unknown = classifier
+                    .classify(&BackendId::new("ghost").unwrap(), "?", &labels, "x")
+                    .await
+                    .unwrap_err();
+                assert_eq!(
+                    unknown.to_string(),
+                    "backend ghost is not an LLM backend this router can call"
+                );
             }
 
             #[tokio::test]

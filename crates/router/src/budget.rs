@@ -175,6 +175,7 @@ mod tests {
             deadline_ms: None,
             pinned: None,
             split_key: 7,
+            verdicts: Vec::new(),
         }
     }
 

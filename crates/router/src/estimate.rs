@@ -30,6 +30,7 @@ impl JobFacts {
             pinned: job.routing.backend.clone(),
             // The random part of the ULID: uniform, and stable for the job.
             split_key: (ulid_bits & u128::from(u64::MAX)) as u64,
+            verdicts: Vec::new(),
         }
     }
 }

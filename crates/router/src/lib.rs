@@ -4,6 +4,7 @@
 //! breaker) are pure too; `worker` is the only part that touches the bus.
 
 pub mod budget;
+pub mod classify;
 pub mod estimate;
 pub mod live;
 pub mod policy;

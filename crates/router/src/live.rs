@@ -125,6 +125,14 @@ impl LiveState {
         self.backends.entry(backend.clone()).or_default().ready = ready;
     }
 
+    /// Whether `backend`'s breaker is open at `at`.
+    pub fn cooling(&self, backend: &BackendId, at: Instant) -> bool {
+        self.backends
+            .get(backend)
+            .and_then(|b| b.cooling_until)
+            .is_some_and(|until| at < until)
+    }
+
     /// Replaces priors with observations and marks cooling or saturated backends.
     pub fn apply(&self, states: &mut [BackendState], at: Instant) {
         for state in states {

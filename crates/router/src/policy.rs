@@ -5,6 +5,7 @@
 //! in its arguments.
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use rust_decimal::Decimal;
 use switchyard_core::contracts::{Optimize, Strategy, TaskKind};
@@ -77,6 +78,47 @@ pub enum RuleStrategy {
     Pinned(BackendId),
     /// A deterministic split by job: `(backend, weight)`.
     Weighted(Vec<(BackendId, u32)>),
+    /// A classifier LLM labels the job; the label names the backend.
+    Classify(ClassifierSpec),
+}
+
+/// An `llm_classify` rule's classifier: who answers, what it is asked, and where each label
+/// routes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClassifierSpec {
+    /// The catalog backend (an LLM) that classifies.
+    pub backend: BackendId,
+    /// What the classifier is asked about the job, e.g. how complex the request is.
+    pub instruction: String,
+    /// `(label, backend)`, in the order the labels are offered.
+    pub routes: Vec<(String, BackendId)>,
+    /// Past this the rule is skipped and the next matching rule decides.
+    pub timeout: Duration,
+    /// How long an answer is reused for the same content.
+    pub cache_ttl: Duration,
+}
+
+impl ClassifierSpec {
+    pub fn labels(&self) -> impl Iterator<Item = &str> {
+        self.routes.iter().map(|(label, _)| label.as_str())
+    }
+
+    fn route_of(&self, label: &str) -> Option<&BackendId> {
+        self.routes
+            .iter()
+            .find(|(l, _)| l == label)
+            .map(|(_, backend)| backend)
+    }
+}
+
+/// What a rule's classifier answered for this job: a label it was offered, or why there is
+/// none (timed out, unusable answer, no text to classify).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub rule: String,
+    pub label: Result<String, String>,
+    /// Whether the label came from the cache rather than a call.
+    pub cached: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -101,6 +143,37 @@ pub struct JobFacts {
     pub pinned: Option<BackendId>,
     /// Stable per job (from its id): the same job always lands on the same side of a split.
     pub split_key: u64,
+    /// The classifiers' answers so far, one per `llm_classify` rule asked
+    /// ([`awaiting_classifier`] says which rule to ask next).
+    pub verdicts: Vec<Verdict>,
+}
+
+impl JobFacts {
+    fn verdict(&self, rule: &str) -> Option<&Verdict> {
+        self.verdicts.iter().find(|v| v.rule == rule)
+    }
+}
+
+/// The `llm_classify` rule whose classifier must answer before [`decide`] can: the first
+/// matching rule, when it classifies and has no verdict yet. Rules whose classifier failed are
+/// passed over, as `decide` passes over them, so asking until this is `None` asks exactly the
+/// classifiers the decision needs and no other.
+pub fn awaiting_classifier<'a>(job: &JobFacts, policy: &'a Policy) -> Option<&'a Rule> {
+    for rule in policy
+        .rules
+        .iter()
+        .filter(|rule| matches(&rule.matcher, job))
+    {
+        let RuleStrategy::Classify(_) = rule.strategy else {
+            return None;
+        };
+        match job.verdict(&rule.name) {
+            None => return Some(rule),
+            Some(Verdict { label: Ok(_), .. }) => return None,
+            Some(Verdict { label: Err(_), .. }) => {}
+        }
+    }
+    None
 }
 
 /// A backend as the router sees it at decision time.
@@ -151,12 +224,68 @@ pub fn decide(
     policy: &Policy,
     backends: &[BackendState],
 ) -> Result<Choice, NoRoute> {
-    let mut trace = String::new();
-    let Some(rule) = policy.rules.iter().find(|rule| matches(&rule.matcher, job)) else {
+    // A classifying rule without a usable label stands aside for the next matching rule:
+    // the classifier is advice, and the rules below it are what the job gets without it.
+    let mut passed = String::new();
+    let mut chosen = None;
+    for rule in policy
+        .rules
+        .iter()
+        .filter(|rule| matches(&rule.matcher, job))
+    {
+        if let RuleStrategy::Classify(spec) = &rule.strategy {
+            match job.verdict(&rule.name).map(|v| &v.label) {
+                Some(Ok(label)) if spec.route_of(label).is_some() => {}
+                Some(Ok(label)) => {
+                    let _ = write!(
+                        passed,
+                        "rule {} passed over: label `{label}` routes nowhere; ",
+                        rule.name
+                    );
+                    continue;
+                }
+                Some(Err(why)) => {
+                    let _ = write!(
+                        passed,
+                        "rule {} passed over: classifier {}: {why}; ",
+                        rule.name, spec.backend
+                    );
+                    continue;
+                }
+                None => {
+                    let _ = write!(passed, "rule {} passed over: not classified; ", rule.name);
+                    continue;
+                }
+            }
+        }
+        chosen = Some(rule);
+        break;
+    }
+    let Some(rule) = chosen else {
         return Err(NoRoute {
-            trace: format!("no rule of policy {} matches the job", policy.version),
+            trace: format!(
+                "{passed}no rule of policy {} matches the job",
+                policy.version
+            ),
         });
     };
+    match decide_by(rule, job, backends) {
+        Ok(mut choice) => {
+            if !passed.is_empty() {
+                choice.reason.insert_str(0, &passed);
+            }
+            Ok(choice)
+        }
+        Err(mut no_route) => {
+            no_route.trace.insert_str(0, &passed);
+            Err(no_route)
+        }
+    }
+}
+
+/// The decision once `rule` is the one that decides.
+fn decide_by(rule: &Rule, job: &JobFacts, backends: &[BackendState]) -> Result<Choice, NoRoute> {
+    let mut trace = String::new();
     let _ = write!(trace, "rule {}: ", rule.name);
 
     let limits = Limits {
@@ -228,6 +357,13 @@ pub fn decide(
     let picked = match &strategy {
         RuleStrategy::Pinned(id) => eligible.iter().copied().find(|b| &b.id == id),
         RuleStrategy::Weighted(weights) => weighted(&eligible, weights, job.split_key),
+        RuleStrategy::Classify(spec) => {
+            let routed = job
+                .verdict(&rule.name)
+                .and_then(|v| v.label.as_ref().ok())
+                .and_then(|label| spec.route_of(label));
+            routed.and_then(|id| eligible.iter().copied().find(|b| &b.id == id))
+        }
         RuleStrategy::Cheapest => eligible.iter().copied().min_by(|a, b| {
             a.cost_usd
                 .cmp(&b.cost_usd)
@@ -250,12 +386,22 @@ pub fn decide(
         format!("; skipped: {}", skipped.join(", "))
     };
     if let Some(backend) = picked {
-        let reason = format!(
-            "rule {} → {} by {}{skipped_text}",
-            rule.name,
-            backend.id,
-            strategy_name(&strategy)
-        );
+        let by = match (&strategy, job.verdict(&rule.name)) {
+            (
+                RuleStrategy::Classify(spec),
+                Some(Verdict {
+                    label: Ok(label),
+                    cached,
+                    ..
+                }),
+            ) => format!(
+                "classifier {}'s label `{label}`{}",
+                spec.backend,
+                if *cached { " (cached)" } else { "" }
+            ),
+            _ => strategy_name(&strategy).to_owned(),
+        };
+        let reason = format!("rule {} → {} by {by}{skipped_text}", rule.name, backend.id);
         let remaining = usable_fallbacks(&rule.fallbacks, &backend.id, backends, job, &limits);
         return Ok(choice(
             backend,
@@ -363,7 +509,7 @@ fn matches(matcher: &Match, job: &JobFacts) -> bool {
 
 fn effective_strategy(rule: &Rule, job: &JobFacts) -> RuleStrategy {
     match (&rule.strategy, job.optimize, rule.honor_hints) {
-        (RuleStrategy::Pinned(_) | RuleStrategy::Weighted(_), _, _)
+        (RuleStrategy::Pinned(_) | RuleStrategy::Weighted(_) | RuleStrategy::Classify(_), _, _)
         | (_, None, _)
         | (_, _, false) => rule.strategy.clone(),
         (_, Some(Optimize::Cost), true) => RuleStrategy::Cheapest,
@@ -408,6 +554,7 @@ fn strategy_name(strategy: &RuleStrategy) -> &'static str {
         RuleStrategy::MostAccurate => "highest quality",
         RuleStrategy::Pinned(_) => "the rule's pin",
         RuleStrategy::Weighted(_) => "weighted split",
+        RuleStrategy::Classify(_) => "classifier label",
     }
 }
 
@@ -418,6 +565,7 @@ fn contract_strategy(strategy: &RuleStrategy) -> Strategy {
         RuleStrategy::MostAccurate => Strategy::MostAccurate,
         RuleStrategy::Pinned(_) => Strategy::Pinned,
         RuleStrategy::Weighted(_) => Strategy::Weighted,
+        RuleStrategy::Classify(_) => Strategy::LlmClassify,
     }
 }
 
@@ -519,6 +667,7 @@ mod tests {
             deadline_ms: None,
             pinned: None,
             split_key: 7,
+            verdicts: Vec::new(),
         }
     }
 
@@ -747,6 +896,165 @@ mod tests {
         }
         let haiku = counts["haiku"];
         assert!((60..=140).contains(&haiku), "{counts:?}");
+    }
+
+    fn classifying(name: &str) -> Rule {
+        rule(
+            name,
+            RuleStrategy::Classify(ClassifierSpec {
+                backend: id("nano"),
+                instruction: "How complex is the request?".into(),
+                routes: vec![
+                    ("simple".into(), id("nano")),
+                    ("complex".into(), id("sonnet")),
+                ],
+                timeout: Duration::from_millis(500),
+                cache_ttl: Duration::from_secs(60),
+            }),
+        )
+    }
+
+    fn answered(rule: &str, label: Result<&str, &str>, cached: bool) -> JobFacts {
+        let mut job = job();
+        job.verdicts.push(Verdict {
+            rule: rule.into(),
+            label: label.map(str::to_owned).map_err(str::to_owned),
+            cached,
+        });
+        job
+    }
+
+    #[test]
+    fn a_label_routes_and_without_one_the_next_rule_decides() {
+        let policy = policy(vec![
+            classifying("triage"),
+            rule("default", RuleStrategy::MostAccurate),
+        ]);
+        let backends = fleet();
+        assert_eq!(
+            awaiting_classifier(&job(), &policy).map(|r| r.name.as_str()),
+            Some("triage")
+        );
+        let cases = [
+            (
+                answered("triage", Ok("complex"), false),
+                "sonnet",
+                Strategy::LlmClassify,
+                "rule triage → sonnet by classifier nano's label `complex`",
+            ),
+            (
+                answered("triage", Ok("simple"), true),
+                "nano",
+                Strategy::LlmClassify,
+                "rule triage → nano by classifier nano's label `simple` (cached)",
+            ),
+            (
+                answered("triage", Err("timed out after 500 ms"), false),
+                "sonnet",
+                Strategy::MostAccurate,
+                "rule triage passed over: classifier nano: timed out after 500 ms; rule default → sonnet by highest quality",
+            ),
+            (
+                answered("triage", Ok("weird"), false),
+                "sonnet",
+                Strategy::MostAccurate,
+                "rule triage passed over: label `weird` routes nowhere; rule default",
+            ),
+            (
+                job(),
+                "sonnet",
+                Strategy::MostAccurate,
+                "rule triage passed over: not classified; rule default",
+            ),
+        ];
+        for (job, want, strategy, reason) in cases {
+            let choice = decide(&job, &policy, &backends).unwrap();
+            assert_eq!(choice.backend_id.as_str(), want, "{reason}");
+            assert_eq!(choice.strategy, strategy, "{reason}");
+            assert!(choice.reason.starts_with(reason), "{}", choice.reason);
+            if !job.verdicts.is_empty() {
+                assert!(awaiting_classifier(&job, &policy).is_none());
+            }
+        }
+        let alone = policy_of_one(classifying("triage"));
+        let outcome = pick(
+            &answered("triage", Err("bad answer"), false),
+            &alone,
+            &backends,
+        );
+        assert_eq!(
+            outcome,
+            "no_route: rule triage passed over: classifier nano: bad answer; no rule of policy test-1 matches the job"
+        );
+    }
+
+    fn policy_of_one(rule: Rule) -> Policy {
+        policy(vec![rule])
+    }
+
+    #[test]
+    fn a_labelled_backend_still_meets_the_limits_or_the_fallbacks_serve() {
+        let mut backends = fleet();
+        let mut triage = classifying("triage");
+        triage.fallbacks = vec![id("haiku")];
+        let policy = policy(vec![triage]);
+        let complex = answered("triage", Ok("complex"), false);
+        let mut poor = complex.clone();
+        poor.max_cost_usd = Some(usd("0.005"));
+        let choice = decide(&poor, &policy, &backends).unwrap();
+        assert_eq!(
+            (choice.backend_id.as_str(), choice.strategy),
+            ("haiku", Strategy::Fallback)
+        );
+        assert!(
+            choice.reason.contains("sonnet costs $0.0100 > $0.005"),
+            "{}",
+            choice.reason
+        );
+        backends[3].health = Health::Cooling; // sonnet
+        let choice = decide(&complex, &policy, &backends).unwrap();
+        assert_eq!(choice.backend_id.as_str(), "haiku");
+        assert!(
+            choice.reason.contains("sonnet is cooling down"),
+            "{}",
+            choice.reason
+        );
+        // A hint does not replace the classifier, as it does not replace a pin.
+        let mut hinted = answered("triage", Ok("simple"), false);
+        hinted.optimize = Some(Optimize::Accuracy);
+        assert_eq!(pick(&hinted, &policy, &fleet()), "nano");
+    }
+
+    #[test]
+    fn only_the_classifiers_the_decision_needs_are_asked() {
+        let mut legal = classifying("legal-triage");
+        legal.matcher.tags_any = vec!["legal".into()];
+        let mut realtime = rule("realtime", RuleStrategy::Fastest);
+        realtime.matcher.tiers = vec![Tier::Realtime];
+        let policy = policy(vec![
+            legal,
+            realtime,
+            classifying("triage"),
+            rule("default", RuleStrategy::Cheapest),
+        ]);
+        let waiting = |job: &JobFacts| awaiting_classifier(job, &policy).map(|r| r.name.clone());
+        assert_eq!(waiting(&job()).as_deref(), Some("triage"));
+        let mut tagged = job();
+        tagged.tags = vec!["legal".into()];
+        assert_eq!(waiting(&tagged).as_deref(), Some("legal-triage"));
+        tagged.verdicts.push(Verdict {
+            rule: "legal-triage".into(),
+            label: Err("timed out".into()),
+            cached: false,
+        });
+        assert_eq!(waiting(&tagged).as_deref(), Some("triage"));
+        tagged.tier = Tier::Realtime;
+        assert_eq!(
+            waiting(&tagged),
+            None,
+            "a plain rule decides before `triage`"
+        );
+        assert_eq!(pick(&tagged, &policy, &fleet()), "haiku");
     }
 
     #[test]

@@ -5,15 +5,16 @@
 //! exactly why.
 
 use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
 
 use rust_decimal::Decimal;
 use serde::Deserialize;
-use switchyard_core::config::Backend;
+use switchyard_core::config::{Backend, BackendKind};
 use switchyard_core::contracts::TaskKind;
 use switchyard_core::{BackendId, PlanName, TenantId, Tier};
 
 use crate::policy::{
-    Budget, BudgetScope, Constraints, Match, OnExceed, Policy, Rule, RuleStrategy,
+    Budget, BudgetScope, ClassifierSpec, Constraints, Match, OnExceed, Policy, Rule, RuleStrategy,
 };
 
 /// The policy shipped with the project (`config/policy.toml`).
@@ -77,6 +78,12 @@ struct RawRule {
     /// Backend → weight, for a `weighted` rule.
     #[serde(default)]
     weights: BTreeMap<String, u32>,
+    /// The classifier of an `llm_classify` rule.
+    #[serde(default)]
+    classifier: Option<RawClassifier>,
+    /// Label → backend, for an `llm_classify` rule.
+    #[serde(default)]
+    routes: BTreeMap<String, String>,
     #[serde(default)]
     candidates: Vec<String>,
     #[serde(default)]
@@ -89,6 +96,27 @@ struct RawRule {
 
 fn default_true() -> bool {
     true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClassifier {
+    /// A catalog LLM backend.
+    backend: String,
+    /// What the classifier is asked about the job.
+    instruction: String,
+    #[serde(default = "default_classifier_timeout_ms")]
+    timeout_ms: u64,
+    #[serde(default = "default_classifier_cache_ttl_secs")]
+    cache_ttl_secs: u64,
+}
+
+fn default_classifier_timeout_ms() -> u64 {
+    1_500
+}
+
+fn default_classifier_cache_ttl_secs() -> u64 {
+    3_600
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -129,6 +157,95 @@ enum RawStrategy {
     MostAccurate,
     Pinned,
     Weighted,
+    LlmClassify,
+}
+
+/// An `llm_classify` rule's classifier, or every problem with it.
+fn classifier_spec(
+    rule: usize,
+    classifier: Option<&RawClassifier>,
+    routes: &BTreeMap<String, String>,
+    candidates: &[String],
+    catalog: &[Backend],
+) -> Result<ClassifierSpec, Vec<String>> {
+    let key = |field: &str| format!("rules[{rule}].{field}");
+    let mut problems = Vec::new();
+    let Some(classifier) = classifier else {
+        return Err(vec![format!(
+            "`{}`: an llm_classify rule needs `classifier`",
+            key("classifier")
+        )]);
+    };
+    let backend = match catalog.iter().find(|b| b.id.as_str() == classifier.backend) {
+        Some(b) if b.kind == BackendKind::Llm => Some(b.id.clone()),
+        Some(_) => {
+            problems.push(format!(
+                "`{}`: backend `{}` is not an LLM backend",
+                key("classifier.backend"),
+                classifier.backend
+            ));
+            None
+        }
+        None => {
+            problems.push(format!(
+                "`{}`: backend `{}` is not in the catalog",
+                key("classifier.backend"),
+                classifier.backend
+            ));
+            None
+        }
+    };
+    if classifier.instruction.trim().is_empty() {
+        problems.push(format!(
+            "`{}`: must not be empty",
+            key("classifier.instruction")
+        ));
+    }
+    if classifier.timeout_ms == 0 {
+        problems.push(format!(
+            "`{}`: must be above 0",
+            key("classifier.timeout_ms")
+        ));
+    }
+    if routes.len() < 2 {
+        problems.push(format!(
+            "`{}`: name at least two labels, each with its backend",
+            key("routes")
+        ));
+    }
+    let mut spec_routes = Vec::new();
+    for (label, target) in routes {
+        // Labels travel in a prompt and come back in JSON: plain, trimmed, one line.
+        if label.trim() != label || label.is_empty() || label.contains(['\n', '\r']) {
+            problems.push(format!(
+                "`{}`: label `{label}` must be non-empty, trimmed and on one line",
+                key("routes")
+            ));
+        }
+        if !candidates.is_empty() && !candidates.contains(target) {
+            problems.push(format!(
+                "`{}`: label `{label}` routes to `{target}`, which is not among the rule's candidates",
+                key("routes")
+            ));
+        }
+        match catalog.iter().find(|b| b.id.as_str() == target) {
+            Some(b) => spec_routes.push((label.clone(), b.id.clone())),
+            None => problems.push(format!(
+                "`{}`: backend `{target}` is not in the catalog",
+                key("routes")
+            )),
+        }
+    }
+    match backend {
+        Some(backend) if problems.is_empty() => Ok(ClassifierSpec {
+            backend,
+            instruction: classifier.instruction.trim().to_owned(),
+            routes: spec_routes,
+            timeout: Duration::from_millis(classifier.timeout_ms),
+            cache_ttl: Duration::from_secs(classifier.cache_ttl_secs),
+        }),
+        _ => Err(problems),
+    }
 }
 
 /// Parses and validates a policy against `catalog`.
@@ -157,6 +274,26 @@ pub fn load_policy(text: &str, origin: &str, catalog: &[Backend]) -> Result<Poli
                 rule.name
             ));
         }
+        let classifying = matches!(rule.strategy, RawStrategy::LlmClassify);
+        if !classifying && (rule.classifier.is_some() || !rule.routes.is_empty()) {
+            problems.push(format!(
+                "`{}`: only an llm_classify rule takes `classifier` and `routes`",
+                key("strategy")
+            ));
+        }
+        let classified = if classifying {
+            classifier_spec(
+                i,
+                rule.classifier.as_ref(),
+                &rule.routes,
+                &rule.candidates,
+                catalog,
+            )
+            .map_err(|found| problems.extend(found))
+            .ok()
+        } else {
+            None
+        };
         let mut backend = |field: String, id: &str| -> Option<BackendId> {
             if known.contains(id) {
                 BackendId::new(id).ok()
@@ -176,6 +313,7 @@ pub fn load_policy(text: &str, origin: &str, catalog: &[Backend]) -> Result<Poli
             .filter_map(|id| backend(key("fallbacks"), id))
             .collect();
         let strategy = match (rule.strategy, &rule.pin, rule.weights.is_empty()) {
+            (RawStrategy::LlmClassify, None, true) => classified.map(RuleStrategy::Classify),
             (RawStrategy::Pinned, Some(pin), true) => {
                 backend(key("pin"), pin).map(RuleStrategy::Pinned)
             }
@@ -377,6 +515,80 @@ mod tests {
         ] {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }
+    }
+
+    #[test]
+    fn a_classifying_rule_is_checked_against_the_catalog() {
+        let good = r#"
+            version = "v"
+            [[rules]]
+            name = "triage"
+            strategy = "llm_classify"
+            classifier = { backend = "gpt-4.1-nano", instruction = "How complex is this request?", timeout_ms = 800 }
+            routes = { simple = "gpt-4o-mini", complex = "gpt-5" }
+        "#;
+        let policy = load_policy(good, "test", &catalog()).unwrap();
+        let RuleStrategy::Classify(spec) = &policy.rules[0].strategy else {
+            panic!("{:?}", policy.rules[0].strategy);
+        };
+        assert_eq!(spec.backend.as_str(), "gpt-4.1-nano");
+        assert_eq!(spec.timeout, Duration::from_millis(800));
+        assert_eq!(spec.cache_ttl, Duration::from_secs(3_600));
+        assert_eq!(spec.labels().collect::<Vec<_>>(), ["complex", "simple"]);
+
+        let bad = r#"
+            version = "v"
+            [[rules]]
+            name = "a"
+            strategy = "llm_classify"
+            classifier = { backend = "yolov8n-cpu", instruction = " ", timeout_ms = 0 }
+            routes = { " simple" = "ghost" }
+            [[rules]]
+            name = "b"
+            strategy = "llm_classify"
+            [[rules]]
+            name = "c"
+            strategy = "cheapest"
+            routes = { x = "gpt-5" }
+            [[rules]]
+            name = "d"
+            strategy = "llm_classify"
+            candidates = ["gpt-4o-mini"]
+            classifier = { backend = "nope", instruction = "?" }
+            routes = { simple = "gpt-4o-mini", complex = "gpt-5" }
+        "#;
+        let error = load_policy(bad, "test", &catalog()).unwrap_err();
+        let all = error.problems.join("\n");
+        for needle in [
+            "`rules[0].classifier.backend`: backend `yolov8n-cpu` is not an LLM backend",
+            "`rules[0].classifier.instruction`: must not be empty",
+            "`rules[0].classifier.timeout_ms`: must be above 0",
+            "`rules[0].routes`: name at least two labels",
+            "`rules[0].routes`: label ` simple` must be non-empty, trimmed and on one line",
+            "`rules[0].routes`: backend `ghost` is not in the catalog",
+            "`rules[1].classifier`: an llm_classify rule needs `classifier`",
+            "`rules[2].strategy`: only an llm_classify rule takes `classifier` and `routes`",
+            "`rules[3].classifier.backend`: backend `nope` is not in the catalog",
+            "`rules[3].routes`: label `complex` routes to `gpt-5`, which is not among the rule's candidates",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+    }
+
+    #[test]
+    fn the_commented_classifier_example_is_valid() {
+        let start = DEFAULT_POLICY_TOML.find("# [[rules]]").unwrap();
+        let rule: String = DEFAULT_POLICY_TOML[start..]
+            .lines()
+            .map(|line| line.strip_prefix("# ").unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let policy =
+            load_policy(&format!("version = \"v\"\n{rule}"), "example", &catalog()).unwrap();
+        assert!(matches!(
+            policy.rules[0].strategy,
+            RuleStrategy::Classify(_)
+        ));
     }
 
     #[test]

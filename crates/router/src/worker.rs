@@ -28,9 +28,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::budget::{self, Spent};
+use crate::classify::{self, ChargeSink, Classifier, ClassifyRequest, VerdictCache};
 use crate::estimate;
-use crate::live::LiveState;
-use crate::policy::{BackendState, Choice, Health, JobFacts, Policy};
+use crate::live::{LiveSettings, LiveState};
+use crate::policy::{
+    self, BackendState, Choice, Health, JobFacts, Policy, Rule, RuleStrategy, Verdict,
+};
 use crate::policy_file::{PolicyError, load_policy};
 
 /// Where the router learns what a tenant spent: the ledger's spend totals in production.
@@ -138,6 +141,38 @@ impl Default for RouterSettings {
     }
 }
 
+/// What `llm_classify` rules need: the classifier, where its calls are charged, the cache of
+/// answers and a breaker per classifier backend (apart from the jobs' breakers, whose latency
+/// averages a classifier's short calls would skew).
+pub struct Classifying {
+    classifier: Arc<dyn Classifier>,
+    charges: Arc<dyn ChargeSink>,
+    /// The longest text sent to a classifier, in characters.
+    pub max_text_chars: usize,
+    cache: Mutex<VerdictCache>,
+    breaker: Mutex<LiveState>,
+}
+
+impl Classifying {
+    pub fn new(classifier: Arc<dyn Classifier>, charges: Arc<dyn ChargeSink>) -> Classifying {
+        Classifying {
+            classifier,
+            charges,
+            max_text_chars: 8_000,
+            cache: Mutex::new(VerdictCache::new(100_000)),
+            breaker: Mutex::new(LiveState::new(LiveSettings::default())),
+        }
+    }
+}
+
+impl std::fmt::Debug for Classifying {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Classifying")
+            .field("cached", &lock(&self.cache).len())
+            .finish_non_exhaustive()
+    }
+}
+
 /// The router's handler.
 pub struct Router<B, S> {
     bus: B,
@@ -148,6 +183,7 @@ pub struct Router<B, S> {
     spend: S,
     spend_cache: Mutex<HashMap<TenantId, (Instant, Option<Spent>)>>,
     settings: RouterSettings,
+    classifying: Option<Classifying>,
 }
 
 impl<B, S> std::fmt::Debug for Router<B, S> {
@@ -178,7 +214,14 @@ impl<B: Bus, S: SpendSource> Router<B, S> {
             spend,
             spend_cache: Mutex::new(HashMap::new()),
             settings,
+            classifying: None,
         }
+    }
+
+    /// Lets `llm_classify` rules ask a classifier; without one they are always passed over.
+    pub fn with_classifier(mut self, classifying: Classifying) -> Router<B, S> {
+        self.classifying = Some(classifying);
+        self
     }
 
     /// Every backend queue, for `ensure` at start-up.
@@ -254,7 +297,11 @@ impl<B: Bus, S: SpendSource> Handler for Router<B, S> {
 
 impl<B: Bus, S: SpendSource> Router<B, S> {
     async fn choose(&self, job: &JobEnvelope, policy: &Policy) -> Result<Choice, Failure> {
-        let facts = JobFacts::from_job(job);
+        let mut facts = JobFacts::from_job(job);
+        while let Some(rule) = policy::awaiting_classifier(&facts, policy) {
+            let verdict = self.verdict(job, rule).await?;
+            facts.verdicts.push(verdict);
+        }
         let mut states =
             estimate::backend_states(&self.catalog, &self.rates, &facts, max_tokens(&job.task));
         lock(&self.live).apply(&mut states, Instant::now());
@@ -281,6 +328,99 @@ impl<B: Bus, S: SpendSource> Router<B, S> {
         };
         debug!(message = "Routed.", job_id = %job.job_id, backend = %choice.backend_id, rule = %choice.rule);
         Ok(choice)
+    }
+
+    /// What `rule`'s classifier says of `job`: from the cache, else asked within the rule's
+    /// timeout. Only a failed charge fails the job (a retry, so no call goes uncharged);
+    /// everything else that goes wrong is a verdict without a label, and the rule is passed
+    /// over.
+    async fn verdict(&self, job: &JobEnvelope, rule: &Rule) -> Result<Verdict, Failure> {
+        let failed = |why: String| {
+            debug!(message = "Classifier gave no label.", job_id = %job.job_id, rule = %rule.name, reason = %why);
+            Ok(Verdict {
+                rule: rule.name.clone(),
+                label: Err(why),
+                cached: false,
+            })
+        };
+        let RuleStrategy::Classify(spec) = &rule.strategy else {
+            return failed("the rule does not classify".to_owned());
+        };
+        let Some(classifying) = &self.classifying else {
+            return failed("no classifier is configured in this router".to_owned());
+        };
+        let text = match classify::text_of(&job.task, classifying.max_text_chars) {
+            Ok(text) => text,
+            Err(why) => return failed(why),
+        };
+        let key = classify::cache_key(&job.tenant_id, spec, &text);
+        let now = Instant::now();
+        if let Some(label) = lock(&classifying.cache).get(&key, now) {
+            return Ok(Verdict {
+                rule: rule.name.clone(),
+                label: Ok(label.to_owned()),
+                cached: true,
+            });
+        }
+        if lock(&classifying.breaker).cooling(&spec.backend, now)
+            || lock(&self.live).cooling(&spec.backend, now)
+        {
+            return failed("is cooling down".to_owned());
+        }
+        let request = ClassifyRequest {
+            backend: spec.backend.clone(),
+            instruction: spec.instruction.clone(),
+            labels: spec.labels().map(str::to_owned).collect(),
+            text,
+        };
+        let started = Instant::now();
+        let outcome =
+            tokio::time::timeout(spec.timeout, classifying.classifier.classify(&request)).await;
+        let observe = |outcome: Result<u64, ()>| {
+            lock(&classifying.breaker).observe(&spec.backend, outcome, Instant::now());
+        };
+        let answer = match outcome {
+            Err(_) => {
+                observe(Err(()));
+                return failed(format!("timed out after {} ms", spec.timeout.as_millis()));
+            }
+            Ok(Err(error)) => {
+                if error.backend_at_fault {
+                    observe(Err(()));
+                }
+                return failed(error.message);
+            }
+            Ok(Ok(answer)) => answer,
+        };
+        // Whatever it answered, the call was made and is charged.
+        let call = format!("route.classify.{}", rule.name);
+        classifying
+            .charges
+            .charge(job, &call, &spec.backend, &answer)
+            .await
+            .map_err(|error| {
+                Failure::Retry(format!("cannot charge the classifier call: {error}"))
+            })?;
+        let label = match answer.label {
+            Ok(label) if request.labels.contains(&label) => label,
+            Ok(label) => {
+                observe(Err(()));
+                return failed(format!(
+                    "answered `{label}`, which is not one of the offered labels"
+                ));
+            }
+            Err(why) => {
+                observe(Err(()));
+                return failed(format!("unusable answer: {why}"));
+            }
+        };
+        observe(Ok(started.elapsed().as_millis() as u64));
+        lock(&classifying.cache).insert(key, label.clone(), spec.cache_ttl, now);
+        Ok(Verdict {
+            rule: rule.name.clone(),
+            label: Ok(label),
+            cached: false,
+        })
     }
 
     /// The Map state: each subtask becomes a child job (a deterministic id, so a redelivered

@@ -193,7 +193,7 @@ async fn dev(mut config: Config, args: &DevArgs, found: prereq::Found) -> anyhow
 
     let (ledger, events) = ledger_for(&config, &store, &bus).await?;
     let ledger = Arc::new(ledger);
-    start_router(&mut tasks, &config, &bus, &store, &shutdown)?;
+    start_router(&mut tasks, &config, &bus, &store, &sim_key, &shutdown)?;
     start_vision(
         &mut tasks, &config, &bus, &store, &events, &ledger, &shutdown,
     )?;
@@ -293,8 +293,10 @@ fn start_router(
     config: &Config,
     bus: &AnyBus,
     store: &AnyStore,
+    sim_key: &str,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
+    use switchyard_llm::classifier::RoutingClassifier;
     use switchyard_router::policy_file::{DEFAULT_POLICY_TOML, load_policy};
     use switchyard_router::worker::PolicyHandle;
 
@@ -304,10 +306,12 @@ fn start_router(
         &config.backends,
     )?;
     let policy = Arc::new(PolicyHandle::new(policy, None));
+    let classifier = RoutingClassifier::new(sim_served(config, sim_key)?.into_iter().map(Arc::new));
     let (config, bus, store, shutdown) =
         (config.clone(), bus.clone(), store.clone(), shutdown.clone());
     tasks.spawn(async move {
-        let routed = crate::router::route(&config, bus, store, policy, shutdown.clone()).await;
+        let routed =
+            crate::router::route(&config, bus, store, policy, classifier, shutdown.clone()).await;
         // One part failing stops the rest: a half-running demo would only mislead.
         shutdown.cancel();
         routed
@@ -378,6 +382,38 @@ fn start_vision(
     Ok(())
 }
 
+/// A client for each LLM backend, on the simulator with its per-run key. The key goes
+/// straight to the clients: nothing to export, nothing to leak.
+fn sim_served(
+    config: &Config,
+    sim_key: &str,
+) -> anyhow::Result<Vec<switchyard_llm::worker::Served>> {
+    use switchyard_llm::limits::Limits;
+    use switchyard_llm::provider::{ApiKey, ProviderClient};
+    use switchyard_llm::worker::{Served, http_client};
+
+    let http = http_client().map_err(anyhow::Error::msg)?;
+    config
+        .backends
+        .iter()
+        .filter(|b| b.kind == BackendKind::Llm)
+        .map(|backend| {
+            let client = ProviderClient::new(
+                backend.provider,
+                backend.base_url.clone(),
+                ApiKey::new(sim_key),
+                http.clone(),
+            )
+            .map_err(anyhow::Error::msg)?;
+            Ok(Served {
+                backend: backend.clone(),
+                client,
+                limits: Limits::new(&backend.limits),
+            })
+        })
+        .collect()
+}
+
 #[expect(
     clippy::too_many_arguments,
     reason = "the shared parts of one process, each named"
@@ -392,34 +428,10 @@ fn start_llm(
     sim_key: &str,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
-    use switchyard_llm::limits::Limits;
-    use switchyard_llm::provider::{ApiKey, ProviderClient};
-    use switchyard_llm::worker::{LlmSettings, LlmWorker, Served, http_client};
+    use switchyard_llm::worker::{LlmSettings, LlmWorker};
 
-    let http = http_client().map_err(anyhow::Error::msg)?;
-    let backends: Vec<_> = config
-        .backends
-        .iter()
-        .filter(|b| b.kind == BackendKind::Llm)
-        .collect();
-    // The simulator's key goes straight to the clients: nothing to export, nothing to leak.
-    let served = backends
-        .iter()
-        .map(|backend| {
-            let client = ProviderClient::new(
-                backend.provider,
-                backend.base_url.clone(),
-                ApiKey::new(sim_key),
-                http.clone(),
-            )
-            .map_err(anyhow::Error::msg)?;
-            Ok(Served {
-                backend: (*backend).clone(),
-                client,
-                limits: Limits::new(&backend.limits),
-            })
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let served = sim_served(config, sim_key)?;
+    let backends: Vec<_> = served.iter().map(|s| s.backend.clone()).collect();
     let catalog: Arc<[switchyard_core::config::Backend]> = config.backends.clone().into();
     let worker = Arc::new(LlmWorker::new(
         bus.clone(),
