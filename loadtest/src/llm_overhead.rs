@@ -31,7 +31,7 @@ use switchyard_ledger::{Ledger, LedgerSettings};
 use switchyard_llm::limits::Limits;
 use switchyard_llm::provider::{ApiKey, ProviderClient};
 use switchyard_llm::tasks;
-use switchyard_llm::worker::{LlmSettings, LlmWorker, Served, http_client};
+use switchyard_llm::worker::{LlmSettings, LlmWorker, Served, http_pool};
 use switchyard_llm_sim::{SimConfig, Simulator};
 use tokio_util::sync::CancellationToken;
 
@@ -63,6 +63,12 @@ struct Args {
     /// The simulator binary; by default next to this one.
     #[arg(long)]
     sim_bin: Option<std::path::PathBuf>,
+    /// `[llm] http_version`: auto, http1 or h2_prior_knowledge (the simulator speaks h2c).
+    #[arg(long, default_value = "auto")]
+    http_version: String,
+    /// `[llm] connections`: 64 carry 5,000 calls at the simulator's 200 streams each.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
 }
 
 const ROUTED: &[u8] = include_bytes!("../../schemas/examples/valid/routed.json");
@@ -73,11 +79,23 @@ type Worker = LlmWorker<MemoryBus, EmbeddedStore, NoEvents, LocalBlobs>;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let config = Config::from_parts(EXAMPLE, "example", &[], Some(&repo_root()))?;
+    let overrides = [
+        (
+            "SWITCHYARD_LLM__HTTP_VERSION".to_owned(),
+            args.http_version.clone(),
+        ),
+        (
+            "SWITCHYARD_LLM__CONNECTIONS".to_owned(),
+            args.connections.to_string(),
+        ),
+    ];
+    let config = Config::from_parts(EXAMPLE, "example", &overrides, Some(&repo_root()))?;
     let mut out = String::new();
     out.push_str(&format!(
-        "llm-overhead on {} CPUs\n",
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        "llm-overhead on {} CPUs, http_version {:?}, {} connections\n",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        config.llm.http_version,
+        args.connections,
     ));
     if args.calls > 0 {
         overhead(&config, args.calls, &mut out).await?;
@@ -117,7 +135,7 @@ async fn worker(
             backend.provider,
             backend.base_url.clone(),
             ApiKey::new("sk-loadtest"),
-            http_client().map_err(anyhow::Error::msg)?,
+            http_pool(config).map_err(anyhow::Error::msg)?,
         )
         .map_err(anyhow::Error::msg)?,
         limits: Limits::unlimited(),
@@ -181,7 +199,7 @@ async fn overhead(config: &Config, calls: usize, out: &mut String) -> anyhow::Re
         .await?;
     let base = format!("http://{address}/v1");
     let (worker, backend) = worker(config, &base, MemoryBus::default()).await?;
-    let http = http_client().map_err(anyhow::Error::msg)?;
+    let http = http_pool(config).map_err(anyhow::Error::msg)?;
     let direct_body = serde_json::to_vec(&serde_json::json!({
         "model": backend.model,
         "messages": [{"role": "user", "content": "Summarise the state of the yard, please. Request 0."}],
@@ -207,6 +225,7 @@ async fn overhead(config: &Config, calls: usize, out: &mut String) -> anyhow::Re
         let job = routed_job(&backend, round)?;
         let started = Instant::now();
         let response = http
+            .pick()
             .post(&url)
             .bearer_auth("sk-loadtest")
             .header("content-type", "application/json")
@@ -414,7 +433,7 @@ async fn drive_path(
         backend.provider,
         backend.base_url.clone(),
         ApiKey::new("sk-loadtest"),
-        http_client().map_err(anyhow::Error::msg)?,
+        http_pool(config).map_err(anyhow::Error::msg)?,
     )
     .map_err(anyhow::Error::msg)?;
     let limits = Limits::unlimited();

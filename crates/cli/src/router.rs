@@ -17,7 +17,7 @@ use switchyard_core::{BackendId, QueueName, TenantId, Tier};
 use switchyard_ledger::store::{AnyStore, Period, Store};
 use switchyard_ledger::{Call, price_call};
 use switchyard_llm::classifier::RoutingClassifier;
-use switchyard_llm::worker::{Served, http_client};
+use switchyard_llm::worker::{Served, http_pool};
 use switchyard_router::budget::Spent;
 use switchyard_router::classify::{
     Answer, BoxFuture, ChargeSink, Classifier, ClassifyError, ClassifyRequest,
@@ -89,7 +89,7 @@ pub async fn run(config: Config, args: RouterArgs) -> anyhow::Result<()> {
 /// may name any of them as a classifier. Backends without a key are left out, not fatal; the
 /// router may well never classify.
 fn classifier_from_env(config: &Config) -> anyhow::Result<RoutingClassifier> {
-    let http = http_client().map_err(anyhow::Error::msg)?;
+    let http = http_pool(config).map_err(anyhow::Error::msg)?;
     let served = config
         .backends
         .iter()

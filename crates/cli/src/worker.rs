@@ -15,7 +15,7 @@ use switchyard_ledger::webhook::client::WebhookClient;
 use switchyard_ledger::webhook::guard::SsrfGuard;
 use switchyard_ledger::webhook::{DispatchSettings, Dispatcher};
 use switchyard_ledger::{Ledger, LedgerSettings};
-use switchyard_llm::worker::{LlmSettings, LlmWorker, Served, http_client};
+use switchyard_llm::worker::{LlmSettings, LlmWorker, Served, http_pool};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -260,7 +260,7 @@ where
 
 async fn llm(config: Config, args: LlmArgs) -> anyhow::Result<()> {
     let chosen = chosen_backends(&config, BackendKind::Llm, &args.backends)?;
-    let http = http_client().map_err(anyhow::Error::msg)?;
+    let http = http_pool(&config).map_err(anyhow::Error::msg)?;
     // Every key is checked before anything is consumed: a worker that would fail each job
     // for want of a key should not start.
     let served = chosen

@@ -445,6 +445,30 @@ pub struct RawLlm {
     /// Largest text input read by reference (`s3://`, `file://`).
     #[serde(default = "default_llm_max_input_bytes")]
     pub max_input_bytes: u64,
+    /// Which HTTP the provider clients speak.
+    #[serde(default)]
+    pub http_version: HttpVersion,
+    /// HTTP clients each provider's calls are spread over. Under HTTP/2 each holds one
+    /// connection per host and multiplexes its calls on it, and providers cap the streams of
+    /// a connection (about 100), so this bounds the calls in flight to one host at about
+    /// 100 × connections; under HTTP/1.1 each keeps its own keep-alive pool. Default:
+    /// `[worker] concurrency` / 100, at least 4.
+    #[serde(default)]
+    pub connections: Option<usize>,
+}
+
+/// `[llm] http_version`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HttpVersion {
+    /// HTTP/2 where the server offers it when TLS is negotiated (ALPN: the OpenAI and
+    /// Anthropic APIs do), else HTTP/1.1.
+    #[default]
+    Auto,
+    Http1,
+    /// HTTP/2 from the first byte, without negotiation: for servers that speak it over plain
+    /// TCP (h2c), such as the simulator.
+    H2PriorKnowledge,
 }
 
 impl Default for RawLlm {
@@ -455,6 +479,8 @@ impl Default for RawLlm {
             retry_initial: default_llm_retry_initial(),
             retry_max: default_llm_retry_max(),
             max_input_bytes: default_llm_max_input_bytes(),
+            http_version: HttpVersion::default(),
+            connections: None,
         }
     }
 }
@@ -1210,6 +1236,9 @@ impl RawConfig {
         if llm.call_attempts == 0 {
             problem("llm.call_attempts", "must be at least 1".into());
         }
+        if llm.connections.is_some_and(|n| !(1..=1024).contains(&n)) {
+            problem("llm.connections", "must be between 1 and 1024".into());
+        }
         if llm.request_timeout.is_zero() {
             problem("llm.request_timeout", "must be longer than zero".into());
         }
@@ -1456,6 +1485,22 @@ mod tests {
         let text = error.to_string();
         assert!(text.contains("bus.knd"), "{text}");
         assert!(text.contains("unknown field"), "{text}");
+    }
+
+    #[test]
+    fn the_llm_http_settings_parse_and_are_checked() {
+        let config = load(
+            "[llm]\nhttp_version = \"h2_prior_knowledge\"\n",
+            &[("SWITCHYARD_LLM__CONNECTIONS", "64")],
+        )
+        .unwrap();
+        assert_eq!(config.llm.http_version, HttpVersion::H2PriorKnowledge);
+        assert_eq!(config.llm.connections, Some(64));
+        assert_eq!(load("", &[]).unwrap().llm.connections, None);
+        let error = load("[llm]\nconnections = 0\n", &[]).unwrap_err();
+        assert_eq!(problem_keys(&error), ["llm.connections"]);
+        let error = load("[llm]\nhttp_version = \"http3\"\n", &[]).unwrap_err();
+        assert_eq!(problem_keys(&error), ["llm.http_version"]);
     }
 
     #[test]

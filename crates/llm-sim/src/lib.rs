@@ -114,6 +114,8 @@ pub struct Stats {
     pub by_status: BTreeMap<u16, u64>,
     pub in_flight: u64,
     pub max_in_flight: u64,
+    /// Requests that came over HTTP/2 (h2c: the simulator speaks both on one port).
+    pub http2_requests: u64,
     /// When each request arrived, in milliseconds since the simulator started (the first
     /// 100,000).
     pub arrivals_ms: Vec<u64>,
@@ -332,10 +334,19 @@ impl Simulator {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    async fn handle(&self, api: Api, headers: &HeaderMap, body: &[u8]) -> Response {
+    async fn handle(
+        &self,
+        api: Api,
+        version: axum::http::Version,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Response {
         {
             let mut shared = self.lock();
             shared.stats.requests += 1;
+            if version == axum::http::Version::HTTP_2 {
+                shared.stats.http2_requests += 1;
+            }
             shared.stats.in_flight += 1;
             shared.stats.max_in_flight = shared.stats.max_in_flight.max(shared.stats.in_flight);
             if shared.stats.arrivals_ms.len() < MAX_ARRIVALS {
@@ -622,18 +633,20 @@ fn status_of(kind: ErrorKind, api: Api) -> StatusCode {
 
 async fn openai_chat(
     State(sim): State<Arc<Simulator>>,
+    version: axum::http::Version,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    sim.handle(Api::OpenAi, &headers, &body).await
+    sim.handle(Api::OpenAi, version, &headers, &body).await
 }
 
 async fn anthropic_messages(
     State(sim): State<Arc<Simulator>>,
+    version: axum::http::Version,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    sim.handle(Api::Anthropic, &headers, &body).await
+    sim.handle(Api::Anthropic, version, &headers, &body).await
 }
 
 async fn stats(State(sim): State<Arc<Simulator>>) -> Response {

@@ -8,7 +8,7 @@ use switchyard_core::contracts::{ChatRole, ResponseFormat};
 use switchyard_core::rates::Usage;
 use url::Url;
 
-use crate::provider::{self, ApiKey, ChatRequest, ChatResponse, ProviderError};
+use crate::provider::{self, ApiKey, ChatRequest, ChatResponse, HttpPool, ProviderError};
 
 const DEFAULT_BASE: &str = "https://api.anthropic.com";
 const API_VERSION: &str = "2023-06-01";
@@ -19,7 +19,7 @@ pub const DEFAULT_MAX_TOKENS: u32 = 4096;
 pub struct Anthropic {
     endpoint: Url,
     key: ApiKey,
-    http: reqwest::Client,
+    http: HttpPool,
 }
 
 #[derive(Debug, Serialize)]
@@ -85,11 +85,7 @@ struct AnthropicError {
 }
 
 impl Anthropic {
-    pub fn new(
-        base_url: Option<Url>,
-        key: ApiKey,
-        http: reqwest::Client,
-    ) -> Result<Anthropic, String> {
+    pub fn new(base_url: Option<Url>, key: ApiKey, http: HttpPool) -> Result<Anthropic, String> {
         Ok(Anthropic {
             endpoint: crate::endpoint(base_url, DEFAULT_BASE, "v1/messages")?,
             key,
@@ -99,6 +95,7 @@ impl Anthropic {
 
     pub(crate) fn request(&self, request: &ChatRequest) -> reqwest::RequestBuilder {
         self.http
+            .pick()
             .post(self.endpoint.clone())
             .header("x-api-key", self.key.expose())
             .header("anthropic-version", API_VERSION)

@@ -9,7 +9,7 @@ use switchyard_core::contracts::{ChatRole, ResponseFormat};
 use switchyard_core::rates::Usage;
 use url::Url;
 
-use crate::provider::{self, ApiKey, ChatRequest, ChatResponse, ProviderError};
+use crate::provider::{self, ApiKey, ChatRequest, ChatResponse, HttpPool, ProviderError};
 
 const DEFAULT_BASE: &str = "https://api.openai.com/v1";
 
@@ -17,7 +17,7 @@ const DEFAULT_BASE: &str = "https://api.openai.com/v1";
 pub struct OpenAi {
     endpoint: Url,
     key: ApiKey,
-    http: reqwest::Client,
+    http: HttpPool,
 }
 
 #[derive(Debug, Serialize)]
@@ -109,11 +109,7 @@ struct OpenAiError {
 }
 
 impl OpenAi {
-    pub fn new(
-        base_url: Option<Url>,
-        key: ApiKey,
-        http: reqwest::Client,
-    ) -> Result<OpenAi, String> {
+    pub fn new(base_url: Option<Url>, key: ApiKey, http: HttpPool) -> Result<OpenAi, String> {
         Ok(OpenAi {
             endpoint: crate::endpoint(base_url, DEFAULT_BASE, "chat/completions")?,
             key,
@@ -123,6 +119,7 @@ impl OpenAi {
 
     pub(crate) fn request(&self, request: &ChatRequest) -> reqwest::RequestBuilder {
         self.http
+            .pick()
             .post(self.endpoint.clone())
             .bearer_auth(self.key.expose())
             .json(&to_wire(request))

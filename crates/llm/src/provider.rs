@@ -2,10 +2,12 @@
 //! dispatches to the provider modules through a closed enum.
 
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use reqwest::header::HeaderMap;
-use switchyard_core::config::{Backend, Provider as ProviderKind};
+use switchyard_core::config::{Backend, HttpVersion, Provider as ProviderKind};
 use switchyard_core::contracts::{ChatMessage, ResponseFormat};
 use switchyard_core::rates::Usage;
 use url::Url;
@@ -132,6 +134,51 @@ impl fmt::Debug for ApiKey {
     }
 }
 
+/// The HTTP clients every provider shares, calls spread over them in turn.
+///
+/// Why several: hyper keeps one HTTP/2 connection per host and, as RFC 9113 asks, never opens
+/// a second when the server's stream limit is reached; calls past it wait. Each client here
+/// holds its own connection, so the pool carries about `connections` × the stream limit. Under
+/// HTTP/2 thousands of calls in flight cost a few connections instead of one keep-alive
+/// connection each (about 48 KB of buffers and state apiece under HTTP/1.1).
+#[derive(Clone, Debug)]
+pub struct HttpPool {
+    clients: Arc<[reqwest::Client]>,
+    next: Arc<AtomicUsize>,
+}
+
+impl HttpPool {
+    /// `connections` clients speaking `version`. Proxies from the environment
+    /// (`HTTPS_PROXY`) apply, as egress to a provider usually needs them.
+    pub fn new(version: HttpVersion, connections: usize) -> Result<HttpPool, String> {
+        let clients = (0..connections.max(1))
+            .map(|_| {
+                let builder = reqwest::Client::builder()
+                    .pool_idle_timeout(Duration::from_secs(90))
+                    .tcp_nodelay(true);
+                let builder = match version {
+                    HttpVersion::Auto => builder,
+                    HttpVersion::Http1 => builder.http1_only(),
+                    HttpVersion::H2PriorKnowledge => builder.http2_prior_knowledge(),
+                };
+                builder
+                    .build()
+                    .map_err(|error| format!("cannot build the HTTP client: {error}"))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(HttpPool {
+            clients: clients.into(),
+            next: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+
+    /// The client for the next call.
+    pub fn pick(&self) -> &reqwest::Client {
+        let turn = self.next.fetch_add(1, Ordering::Relaxed);
+        &self.clients[turn % self.clients.len()]
+    }
+}
+
 /// One provider endpoint, with its wire format.
 #[derive(Clone, Debug)]
 pub enum ProviderClient {
@@ -142,7 +189,7 @@ pub enum ProviderClient {
 impl ProviderClient {
     /// The client for a catalog backend: its base URL (or the provider's public one) and the
     /// key in its `api_key_env`.
-    pub fn for_backend(backend: &Backend, http: reqwest::Client) -> Result<ProviderClient, String> {
+    pub fn for_backend(backend: &Backend, http: HttpPool) -> Result<ProviderClient, String> {
         let key = match &backend.api_key_env {
             Some(name) => ApiKey::from_env(name)?,
             None => {
@@ -159,7 +206,7 @@ impl ProviderClient {
         provider: ProviderKind,
         base_url: Option<Url>,
         key: ApiKey,
-        http: reqwest::Client,
+        http: HttpPool,
     ) -> Result<ProviderClient, String> {
         match provider {
             ProviderKind::Openai => Ok(ProviderClient::OpenAi(openai::OpenAi::new(

@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use switchyard_bus::runtime::{Failure, Handler, JobContext};
 use switchyard_bus::{Bus, Outgoing, Rejection};
 use switchyard_core::BackendId;
-use switchyard_core::config::{Backend, BackendKind, RawLlm};
+use switchyard_core::config::{Backend, BackendKind, Config, RawLlm};
 use switchyard_core::contracts::{
     Decision, ErrorClass, Input, ResultStatus, RoutedJob, Strategy, Task,
 };
@@ -31,7 +31,7 @@ use switchyard_ledger::store::Store;
 use tracing::{debug, info, warn};
 
 use crate::limits::Limits;
-use crate::provider::{ChatRequest, ChatResponse, ProviderClient, ProviderError};
+use crate::provider::{ChatRequest, ChatResponse, HttpPool, ProviderClient, ProviderError};
 use crate::tasks::{self, Prepared, TaskError};
 
 /// `[llm]`, resolved.
@@ -72,7 +72,7 @@ pub struct Served {
 
 impl Served {
     /// From the catalog entry: the key from its `api_key_env`, limits from its `limits`.
-    pub fn from_backend(backend: &Backend, http: reqwest::Client) -> Result<Served, String> {
+    pub fn from_backend(backend: &Backend, http: HttpPool) -> Result<Served, String> {
         if backend.kind != BackendKind::Llm {
             return Err(format!(
                 "backend `{}` is not an LLM backend",
@@ -87,14 +87,15 @@ impl Served {
     }
 }
 
-/// The HTTP client every provider shares: one keep-alive pool per host. Proxies from the
-/// environment (`HTTPS_PROXY`) apply, as egress to a provider usually needs them.
-pub fn http_client() -> Result<reqwest::Client, String> {
-    reqwest::Client::builder()
-        .pool_idle_timeout(Duration::from_secs(90))
-        .tcp_nodelay(true)
-        .build()
-        .map_err(|error| format!("cannot build the HTTP client: {error}"))
+/// The HTTP clients every provider shares: `[llm] http_version` and `connections`, by
+/// default one connection per 100 jobs the worker runs at once (providers allow about 100
+/// streams on an HTTP/2 connection), at least 4.
+pub fn http_pool(config: &Config) -> Result<HttpPool, String> {
+    let connections = config
+        .llm
+        .connections
+        .unwrap_or_else(|| config.worker.concurrency.div_ceil(100).clamp(4, 1024));
+    HttpPool::new(config.llm.http_version, connections)
 }
 
 pub struct LlmWorker<B, S, E, Bl> {

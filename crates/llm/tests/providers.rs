@@ -102,7 +102,7 @@ async fn rig(provider: Provider, options: Options) -> Rig {
     };
     backend.base_url = Some(base.parse().unwrap());
     backend.limits = options.limits.clone();
-    let http = switchyard_llm::worker::http_client().unwrap();
+    let http = switchyard_llm::worker::http_pool(&config).unwrap();
     let served = Served {
         client: ProviderClient::new(provider, backend.base_url.clone(), ApiKey::new(KEY), http)
             .unwrap(),
@@ -331,6 +331,35 @@ macro_rules! provider_suite {
                     unknown.to_string(),
                     "backend ghost is not an LLM backend this router can call"
                 );
+            }
+
+            #[tokio::test]
+            async fn calls_multiplex_over_http2_when_configured() {
+                let rig = rig($provider, Options::default()).await;
+                let http = switchyard_llm::provider::HttpPool::new(
+                    switchyard_core::config::HttpVersion::H2PriorKnowledge,
+                    2,
+                )
+                .unwrap();
+                let client = ProviderClient::new(
+                    $provider,
+                    rig.backend.base_url.clone(),
+                    ApiKey::new(KEY),
+                    http,
+                )
+                .unwrap();
+                let job = chat("Over one connection, please.");
+                let prepared =
+                    switchyard_llm::tasks::prepare(&job.task, None, &rig.backend.model).unwrap();
+                let calls = (0..40).map(|_| client.chat(&prepared.request, Duration::from_secs(5)));
+                for reply in futures_util::future::join_all(calls).await {
+                    assert!(reply.unwrap().usage.output_tokens > 0);
+                }
+                let stats = rig.sim.stats();
+                assert_eq!((stats.requests, stats.http2_requests), (40, 40));
+                // The default speaks HTTP/1.1 to a plain-HTTP endpoint.
+                rig.run(chat("and this one over HTTP/1.1")).await.unwrap();
+                assert_eq!(rig.sim.stats().http2_requests, 40);
             }
 
             #[tokio::test]

@@ -390,9 +390,9 @@ fn sim_served(
 ) -> anyhow::Result<Vec<switchyard_llm::worker::Served>> {
     use switchyard_llm::limits::Limits;
     use switchyard_llm::provider::{ApiKey, ProviderClient};
-    use switchyard_llm::worker::{Served, http_client};
+    use switchyard_llm::worker::{Served, http_pool};
 
-    let http = http_client().map_err(anyhow::Error::msg)?;
+    let http = http_pool(config).map_err(anyhow::Error::msg)?;
     config
         .backends
         .iter()
