@@ -108,6 +108,35 @@ async fn two_consumers_share_the_work_and_lose_nothing_in_a_rebalance() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_lag_is_unknown_until_the_group_commits() {
+    let bus = kafka_bus(Duration::ZERO).await;
+    let queue = suite::unique_queue("kafka-active-lag");
+    bus.ensure(std::slice::from_ref(&queue)).await.unwrap();
+    let batch = |n: usize, tag: &str| -> Vec<Outgoing> {
+        (0..n)
+            .map(|i| Outgoing::new(format!("{tag} {i}").into_bytes()).with_key(format!("k{i}")))
+            .collect()
+    };
+    bus.publish_batch(&queue, batch(10, "first")).await.unwrap();
+    // Never consumed: the plain lag counts everything, the active lag does not know.
+    assert_eq!(bus.lag(&queue, "workers").unwrap().ready, 10);
+    assert_eq!(bus.active_lag(&queue, "workers").unwrap(), None);
+
+    let mut consumer = bus.consume(&queue, "workers").await.unwrap();
+    for _ in 0..10 {
+        suite::next(&mut consumer).await.ack().await.unwrap();
+    }
+    consumer.close().await;
+    let caught_up = bus.active_lag(&queue, "workers").unwrap();
+    assert_eq!(caught_up.map(|d| d.ready), Some(0));
+    bus.publish_batch(&queue, batch(3, "later")).await.unwrap();
+    let behind = bus.active_lag(&queue, "workers").unwrap();
+    assert_eq!(behind.map(|d| d.ready), Some(3));
+    // Another group still has no say.
+    assert_eq!(bus.active_lag(&queue, "others").unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_topic_is_read_by_offset_and_reading_changes_nothing() {
     let bus = kafka_bus(Duration::ZERO).await;
     let queue = suite::unique_queue("kafka-dlq");

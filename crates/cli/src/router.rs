@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use chrono::Utc;
 use switchyard_bus::Bus;
 use switchyard_bus::any::AnyBus;
+use switchyard_bus::kafka::KafkaBus;
 use switchyard_bus::runtime::{self, Counters, Settings};
 use switchyard_bus::scheduler::WeightedConsumer;
 use switchyard_core::config::{Backend, BackendKind, Config, EventsConfig};
@@ -236,8 +237,40 @@ pub async fn route(
         Duration::from_secs(2),
         shutdown.clone(),
     ));
-    // Queue depths are not polled yet: Kafka reports lag per consumer group, and the backend
-    // queues' groups belong to the workers, which arrive with their issues.
+    // Saturation: on Kafka, the lag of the workers' own groups (a depth needs a reader); on
+    // SQS and the in-process bus, the queue's depth.
+    let depth_every = Duration::from_secs(5);
+    match &bus {
+        AnyBus::Kafka(kafka) => {
+            let backends = catalog
+                .iter()
+                .map(|b| {
+                    let group = crate::worker::worker_group(b.kind);
+                    (b.id.clone(), b.queue.clone(), group)
+                })
+                .collect();
+            background.spawn(watch_kafka_lag(
+                kafka.clone(),
+                backends,
+                live.clone(),
+                depth_every,
+                shutdown.clone(),
+            ));
+        }
+        AnyBus::Sqs(_) | AnyBus::Memory(_) => {
+            let backends = catalog
+                .iter()
+                .map(|b| (b.id.clone(), b.queue.clone()))
+                .collect();
+            background.spawn(worker::watch_depths(
+                bus.clone(),
+                backends,
+                live.clone(),
+                depth_every,
+                shutdown.clone(),
+            ));
+        }
+    }
     if let EventsConfig::Kafka { topic } = &config.events {
         let topic = QueueName::new(topic.clone()).map_err(anyhow::Error::msg)?;
         let (bus, live, shutdown) = (bus.clone(), live.clone(), shutdown.clone());
@@ -278,4 +311,39 @@ pub async fn route(
         dead_lettered = Counters::get(&counters.dead_lettered),
     );
     Ok(())
+}
+
+/// Feeds each backend's consumer lag into `live` every `every`, until `shutdown`: the lag of
+/// the group its workers read in, once that group has committed. Before that the lag says
+/// nothing (no worker yet, or one that starts at the topic's end), so it counts as zero.
+async fn watch_kafka_lag(
+    bus: KafkaBus,
+    backends: Vec<(BackendId, QueueName, &'static str)>,
+    live: Arc<Mutex<LiveState>>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        for (backend, queue, group) in &backends {
+            let (reader, topic, group) = (bus.clone(), queue.clone(), *group);
+            // Offset and watermark look-ups block.
+            let lag = tokio::task::spawn_blocking(move || reader.active_lag(&topic, group)).await;
+            match lag {
+                Ok(Ok(lag)) => live
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .observe_depth(backend, lag.map_or(0, |depth| depth.ready)),
+                Ok(Err(error)) => {
+                    tracing::debug!(message = "Cannot read consumer lag.", %error, queue = %queue);
+                }
+                Err(error) => {
+                    tracing::debug!(message = "Consumer lag look-up failed.", %error, queue = %queue);
+                }
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
 }

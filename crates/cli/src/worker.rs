@@ -149,7 +149,7 @@ async fn vision(config: Config, args: VisionArgs) -> anyhow::Result<()> {
         events,
         worker,
         queues,
-        "vision-worker",
+        worker_group(BackendKind::Vision),
         !args.no_webhooks,
         &ids,
         runtime::shutdown_on_signals(),
@@ -179,6 +179,15 @@ pub(crate) async fn ledger_for(
         LedgerSettings::from_config(config),
     );
     Ok((ledger, events))
+}
+
+/// The consumer group a worker of `kind` reads its backends' queues in (under the bus's
+/// group prefix). The router reads these groups' lag to tell a saturated backend.
+pub(crate) fn worker_group(kind: BackendKind) -> &'static str {
+    match kind {
+        BackendKind::Llm => "llm-worker",
+        BackendKind::Vision => "vision-worker",
+    }
 }
 
 /// Runs `worker` on `queues` (and the webhook dispatcher, unless told not to) until a signal;
@@ -292,7 +301,7 @@ async fn llm(config: Config, args: LlmArgs) -> anyhow::Result<()> {
         events,
         worker.clone(),
         worker.queues(),
-        "llm-worker",
+        worker_group(BackendKind::Llm),
         !args.no_webhooks,
         &ids,
         runtime::shutdown_on_signals(),

@@ -27,6 +27,10 @@ use switchyard_core::{JobId, QueueName, Tier};
 use switchyard_ledger::store::{MongoStore, Store};
 use switchyard_llm_sim::{SimConfig, Simulator};
 
+/// One router process at a time: both tests' routers read the same tier topics, and each
+/// would route (or dead-letter, with its own catalog) the other's jobs.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn job(tier: Tier) -> JobEnvelope {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -85,6 +89,7 @@ async fn probe<T: contracts::Contract>(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_router_process_routes_and_dead_letters_through_kafka() {
+    let _serial = SERIAL.lock().await;
     let brokers = service_env("SWITCHYARD_KAFKA_BROKERS");
     let data = std::env::temp_dir().join(format!("switchyard-router-{}", ulid::Ulid::new()));
     let config_path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../switchyard.example.toml");
@@ -262,6 +267,7 @@ async fn publish_and_collect(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_router_process_classifies_through_the_simulator_and_charges_once() {
+    let _serial = SERIAL.lock().await;
     let (brokers, mongo_uri) = (
         service_env("SWITCHYARD_KAFKA_BROKERS"),
         service_env("SWITCHYARD_MONGO_URI"),

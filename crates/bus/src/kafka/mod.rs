@@ -473,6 +473,28 @@ impl Bus for KafkaBus {
 impl KafkaBus {
     /// Consumer lag of `group` on `queue`: what is written and not yet committed.
     pub fn lag(&self, queue: &QueueName, group: &str) -> Result<QueueDepth, BusError> {
+        self.lag_and_commits(queue, group).map(|(depth, _)| depth)
+    }
+
+    /// The lag of a group that is consuming `queue`; `None` while `group` has committed on
+    /// none of its partitions. Such a group has not started, or starts at the topic's end
+    /// (`auto.offset.reset = latest`), so counting from the low watermark would call a fresh
+    /// backend saturated. Once it has committed anywhere, a partition it has not committed on
+    /// counts from the low watermark: that is work waiting for it.
+    pub fn active_lag(
+        &self,
+        queue: &QueueName,
+        group: &str,
+    ) -> Result<Option<QueueDepth>, BusError> {
+        self.lag_and_commits(queue, group)
+            .map(|(depth, committed)| committed.then_some(depth))
+    }
+
+    fn lag_and_commits(
+        &self,
+        queue: &QueueName,
+        group: &str,
+    ) -> Result<(QueueDepth, bool), BusError> {
         let consumer: BaseConsumer = self.consumer_config(group).create().map_err(kafka_error)?;
         let timeout = Duration::from_secs(10);
         let metadata = consumer
@@ -488,20 +510,27 @@ impl KafkaBus {
             .committed_offsets(partitions, timeout)
             .map_err(kafka_error)?;
         let mut ready = 0u64;
+        let mut any_committed = false;
         for element in committed.elements() {
             let (low, high) = consumer
                 .fetch_watermarks(element.topic(), element.partition(), timeout)
                 .map_err(kafka_error)?;
             let from = match element.offset() {
-                Offset::Offset(offset) => offset,
+                Offset::Offset(offset) => {
+                    any_committed = true;
+                    offset
+                }
                 _ => low,
             };
             ready += u64::try_from(high - from).unwrap_or(0);
         }
-        Ok(QueueDepth {
-            ready,
-            in_flight: 0,
-        })
+        Ok((
+            QueueDepth {
+                ready,
+                in_flight: 0,
+            },
+            any_committed,
+        ))
     }
 }
 

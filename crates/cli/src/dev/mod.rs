@@ -375,7 +375,7 @@ fn start_vision(
         bus: bus.clone(),
         store: store.clone(),
         events: events.clone(),
-        group: "vision-worker",
+        group: crate::worker::worker_group(BackendKind::Vision),
         ids,
     };
     tasks.spawn(serving.run(worker, queues, shutdown.clone()));
@@ -447,7 +447,7 @@ fn start_llm(
         bus: bus.clone(),
         store: store.clone(),
         events: events.clone(),
-        group: "llm-worker",
+        group: crate::worker::worker_group(BackendKind::Llm),
         ids,
     };
     tasks.spawn(serving.run(worker, queues, shutdown.clone()));
