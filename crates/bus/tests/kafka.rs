@@ -107,20 +107,25 @@ async fn two_consumers_share_the_work_and_lose_nothing_in_a_rebalance() {
     assert_eq!(lag.ready, 0, "everything processed was committed");
 }
 
+/// `n` messages `"{tag} {i}"`, keyed apart.
+fn batch(n: usize, tag: &str) -> Vec<Outgoing> {
+    (0..n)
+        .map(|i| Outgoing::new(format!("{tag} {i}").into_bytes()).with_key(format!("k{i}")))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn active_lag_is_unknown_until_the_group_commits() {
     let bus = kafka_bus(Duration::ZERO).await;
     let queue = suite::unique_queue("kafka-active-lag");
     bus.ensure(std::slice::from_ref(&queue)).await.unwrap();
-    let batch = |n: usize, tag: &str| -> Vec<Outgoing> {
-        (0..n)
-            .map(|i| Outgoing::new(format!("{tag} {i}").into_bytes()).with_key(format!("k{i}")))
-            .collect()
-    };
     bus.publish_batch(&queue, batch(10, "first")).await.unwrap();
     // Never consumed: the plain lag counts everything, the active lag does not know.
     assert_eq!(bus.lag(&queue, "workers").unwrap().ready, 10);
     assert_eq!(bus.active_lag(&queue, "workers").unwrap(), None);
+    // A reader kept across look-ups sees what is committed after it was made.
+    let reader = bus.lag_reader("workers").unwrap();
+    assert_eq!(reader.active_lag(&queue).unwrap(), None);
 
     let mut consumer = bus.consume(&queue, "workers").await.unwrap();
     for _ in 0..10 {
@@ -132,8 +137,35 @@ async fn active_lag_is_unknown_until_the_group_commits() {
     bus.publish_batch(&queue, batch(3, "later")).await.unwrap();
     let behind = bus.active_lag(&queue, "workers").unwrap();
     assert_eq!(behind.map(|d| d.ready), Some(3));
+    assert_eq!(reader.active_lag(&queue).unwrap(), behind);
     // Another group still has no say.
     assert_eq!(bus.active_lag(&queue, "others").unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_reset_to_the_end_reads_only_what_comes_after() {
+    let bus = kafka_bus(Duration::ZERO).await;
+    let queue = suite::unique_queue("kafka-reset-to-end");
+    bus.ensure(std::slice::from_ref(&queue)).await.unwrap();
+    bus.publish_batch(&queue, batch(5, "before")).await.unwrap();
+    let (resetting, reset_queue) = (bus.clone(), queue.clone());
+    tokio::task::spawn_blocking(move || resetting.reset_to_end(&reset_queue, "fresh"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(bus.lag(&queue, "fresh").unwrap().ready, 0);
+    bus.publish_batch(&queue, batch(2, "after")).await.unwrap();
+    let mut consumer = bus.consume(&queue, "fresh").await.unwrap();
+    let mut bodies = Vec::new();
+    for _ in 0..2 {
+        let delivery = suite::next(&mut consumer).await;
+        bodies.push(String::from_utf8(delivery.body().to_vec()).unwrap());
+        delivery.ack().await.unwrap();
+    }
+    bodies.sort();
+    assert_eq!(bodies, ["after 0", "after 1"]);
+    consumer.close().await;
+    assert_eq!(bus.lag(&queue, "fresh").unwrap().ready, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,6 @@
 //! `switchyard router`: the router worker on the configured bus.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -8,7 +9,7 @@ use anyhow::Context as _;
 use chrono::Utc;
 use switchyard_bus::Bus;
 use switchyard_bus::any::AnyBus;
-use switchyard_bus::kafka::KafkaBus;
+use switchyard_bus::kafka::{KafkaBus, LagReader};
 use switchyard_bus::runtime::{self, Counters, Settings};
 use switchyard_bus::scheduler::WeightedConsumer;
 use switchyard_core::config::{Backend, BackendKind, Config, EventsConfig};
@@ -134,6 +135,7 @@ impl Classifier for LlmClassifier {
                     &request.instruction,
                     &request.labels,
                     &request.text,
+                    request.deadline,
                 )
                 .await
                 .map_err(|error| ClassifyError {
@@ -315,7 +317,9 @@ pub async fn route(
 
 /// Feeds each backend's consumer lag into `live` every `every`, until `shutdown`: the lag of
 /// the group its workers read in, once that group has committed. Before that the lag says
-/// nothing (no worker yet, or one that starts at the topic's end), so it counts as zero.
+/// nothing (no worker yet, or one that starts at the topic's end), so it counts as zero. One
+/// reader per group is kept for the watcher's life; a backend whose lag cannot be read
+/// [`STALE_AFTER`] times running counts as zero again rather than keep its last reading.
 async fn watch_kafka_lag(
     bus: KafkaBus,
     backends: Vec<(BackendId, QueueName, &'static str)>,
@@ -323,23 +327,57 @@ async fn watch_kafka_lag(
     every: Duration,
     shutdown: CancellationToken,
 ) {
+    let mut readers: HashMap<&'static str, Arc<LagReader>> = HashMap::new();
+    let mut failures: HashMap<BackendId, u32> = HashMap::new();
     loop {
         for (backend, queue, group) in &backends {
-            let (reader, topic, group) = (bus.clone(), queue.clone(), *group);
-            // Offset and watermark look-ups block.
-            let lag = tokio::task::spawn_blocking(move || reader.active_lag(&topic, group)).await;
-            match lag {
-                Ok(Ok(lag)) => live
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .observe_depth(backend, lag.map_or(0, |depth| depth.ready)),
+            let reader = match readers.get(group) {
+                Some(reader) => reader.clone(),
+                None => match bus.lag_reader(group) {
+                    Ok(reader) => readers.entry(group).or_insert(Arc::new(reader)).clone(),
+                    Err(error) => {
+                        tracing::debug!(message = "Cannot make a lag reader.", %error, group);
+                        continue;
+                    }
+                },
+            };
+            let topic = queue.clone();
+            // Offset and watermark look-ups block, up to their timeouts each: off the async
+            // threads, and never in the way of a shutdown.
+            let lookup = tokio::task::spawn_blocking(move || reader.active_lag(&topic));
+            let lag = tokio::select! {
+                () = shutdown.cancelled() => return,
+                lag = lookup => lag,
+            };
+            let observed = match lag {
+                Ok(Ok(lag)) => Some(lag.map_or(0, |depth| depth.ready)),
                 Ok(Err(error)) => {
                     tracing::debug!(message = "Cannot read consumer lag.", %error, queue = %queue);
+                    None
                 }
                 Err(error) => {
                     tracing::debug!(message = "Consumer lag look-up failed.", %error, queue = %queue);
+                    None
                 }
-            }
+            };
+            let failed = failures.entry(backend.clone()).or_default();
+            let depth = match observed {
+                Some(depth) => {
+                    *failed = 0;
+                    depth
+                }
+                None => {
+                    *failed += 1;
+                    if *failed != STALE_AFTER {
+                        continue;
+                    }
+                    tracing::warn!(message = "Consumer lag unreadable; no longer counting the backend saturated.", backend = %backend, failures = STALE_AFTER);
+                    0
+                }
+            };
+            live.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .observe_depth(backend, depth);
         }
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -347,3 +385,6 @@ async fn watch_kafka_lag(
         }
     }
 }
+
+/// Failed lag look-ups in a row after which a backend's last reading is dropped.
+const STALE_AFTER: u32 = 3;

@@ -35,16 +35,25 @@ pub enum ClassifierError {
     UnknownBackend(BackendId),
     #[error("{0}")]
     Invalid(String),
+    /// This router's own rate limits for the backend gave no permit in time: nothing was sent.
+    #[error("rate limited locally: no permit within {} ms", .0.as_millis())]
+    Throttled(Duration),
     #[error(transparent)]
     Provider(#[from] ProviderError),
 }
 
 impl ClassifierError {
-    /// Whether the failure is the backend's (counts against its breaker).
+    /// Whether the failure is the backend's health (5xx, overload, timeouts, resets, broken
+    /// bodies), so it counts against its breaker. A 429 is not: it is the backend's account
+    /// limit, already honoured by pausing the limits, and tripping the breaker on it would
+    /// turn classification off for every tenant.
     pub fn backend_at_fault(&self) -> bool {
         match self {
+            ClassifierError::Provider(ProviderError::RateLimited { .. }) => false,
             ClassifierError::Provider(error) => error.is_retryable(),
-            ClassifierError::UnknownBackend(_) | ClassifierError::Invalid(_) => false,
+            ClassifierError::UnknownBackend(_)
+            | ClassifierError::Invalid(_)
+            | ClassifierError::Throttled(_) => false,
         }
     }
 }
@@ -72,14 +81,17 @@ impl RoutingClassifier {
         self.served.keys()
     }
 
-    /// Asks `backend` which of `labels` fits `text`, in the light of `instruction`.
+    /// Asks `backend` which of `labels` fits `text`, in the light of `instruction`, within
+    /// `deadline` all told: the wait for a rate-limit permit and the call share it.
     pub async fn classify(
         &self,
         backend: &BackendId,
         instruction: &str,
         labels: &[String],
         text: &str,
+        deadline: Duration,
     ) -> Result<Labelled, ClassifierError> {
+        let started = Instant::now();
         let served = self
             .served
             .get(backend)
@@ -104,15 +116,30 @@ impl RoutingClassifier {
         prepared.request.system = Some(format!(
             "You route requests to the right model. {instruction}\n{system}"
         ));
-        let permit = served
-            .limits
-            .acquire(estimate_tokens(&prepared.request))
-            .await;
+        let permit = tokio::time::timeout(
+            deadline,
+            served.limits.acquire(estimate_tokens(&prepared.request)),
+        )
+        .await
+        .map_err(|_| ClassifierError::Throttled(deadline))?;
+        let left = deadline.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            served.limits.reconcile(&permit, 0);
+            return Err(ClassifierError::Throttled(deadline));
+        }
         let sent = Instant::now();
-        let result = served.client.chat(&prepared.request, self.timeout).await;
+        let result = served
+            .client
+            .chat(&prepared.request, left.min(self.timeout))
+            .await;
         let latency_ms = sent.elapsed().as_millis() as u64;
         let response = match result {
             Ok(response) => response,
+            // The call had what was left of the deadline: name the deadline that ran out.
+            Err(ProviderError::Timeout(_)) if left <= self.timeout => {
+                served.limits.reconcile(&permit, 0);
+                return Err(ProviderError::Timeout(deadline).into());
+            }
             Err(error) => {
                 served.limits.reconcile(&permit, 0);
                 if let ProviderError::RateLimited {

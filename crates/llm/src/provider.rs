@@ -153,9 +153,14 @@ impl HttpPool {
     pub fn new(version: HttpVersion, connections: usize) -> Result<HttpPool, String> {
         let clients = (0..connections.max(1))
             .map(|_| {
+                // HTTP/2 pings find a connection a load balancer dropped while idle before a
+                // call is put on it (a no-op on HTTP/1.1 connections).
                 let builder = reqwest::Client::builder()
                     .pool_idle_timeout(Duration::from_secs(90))
-                    .tcp_nodelay(true);
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_secs(30))
+                    .http2_keep_alive_timeout(Duration::from_secs(10))
+                    .http2_keep_alive_while_idle(true);
                 let builder = match version {
                     HttpVersion::Auto => builder,
                     HttpVersion::Http1 => builder.http1_only(),

@@ -25,7 +25,7 @@ use switchyard_ledger::blobs::LocalBlobs;
 use switchyard_ledger::events::NoEvents;
 use switchyard_ledger::store::{EmbeddedStore, Store};
 use switchyard_ledger::{Ledger, LedgerSettings};
-use switchyard_llm::classifier::RoutingClassifier;
+use switchyard_llm::classifier::{ClassifierError, RoutingClassifier};
 use switchyard_llm::limits::Limits;
 use switchyard_llm::provider::{ApiKey, ProviderClient};
 use switchyard_llm::worker::{LlmSettings, LlmWorker, Served};
@@ -290,7 +290,13 @@ macro_rules! provider_suite {
                     let (classifier, labels, id) = (&classifier, &labels, rig.backend.id.clone());
                     async move {
                         classifier
-                            .classify(&id, "How complex is this request?", labels, &text)
+                            .classify(
+                                &id,
+                                "How complex is this request?",
+                                labels,
+                                &text,
+                                Duration::from_secs(5),
+                            )
                             .await
                     }
                 };
@@ -323,14 +329,65 @@ macro_rules! provider_suite {
                 let refused = ask("anything".into()).await.unwrap_err();
                 assert!(!refused.backend_at_fault(), "{refused}");
                 assert!(refused.to_string().contains("rejected (400"), "{refused}");
+                // Nor is a 429: the account's limit, not the backend's health.
+                rig.sim.script([Fault::RateLimited {
+                    retry_after: Duration::from_millis(10),
+                }]);
+                let limited = ask("anything".into()).await.unwrap_err();
+                assert!(!limited.backend_at_fault(), "{limited}");
+                assert!(limited.to_string().contains("429"), "{limited}");
                 let unknown = classifier
-                    .classify(&BackendId::new("ghost").unwrap(), "?", &labels, "x")
+                    .classify(
+                        &BackendId::new("ghost").unwrap(),
+                        "?",
+                        &labels,
+                        "x",
+                        Duration::from_secs(5),
+                    )
                     .await
                     .unwrap_err();
                 assert_eq!(
                     unknown.to_string(),
                     "backend ghost is not an LLM backend this router can call"
                 );
+            }
+
+            #[tokio::test]
+            async fn the_routing_classifier_waits_for_a_permit_no_longer_than_its_deadline() {
+                let limits = RawLimits {
+                    max_concurrency: Some(1),
+                    ..RawLimits::default()
+                };
+                let rig = rig(
+                    $provider,
+                    Options {
+                        limits,
+                        ..Options::default()
+                    },
+                )
+                .await;
+                let served = rig.worker.served(&rig.backend.id).unwrap().clone();
+                let held = served.limits.acquire(0).await;
+                let classifier = RoutingClassifier::new([served]);
+                let labels = vec!["simple".to_owned(), "complex".to_owned()];
+                let id = rig.backend.id.clone();
+                let throttled = classifier
+                    .classify(&id, "?", &labels, "x", Duration::from_millis(50))
+                    .await
+                    .unwrap_err();
+                assert!(
+                    matches!(throttled, ClassifierError::Throttled(_)),
+                    "{throttled}"
+                );
+                assert!(!throttled.backend_at_fault());
+                assert_eq!(rig.sim.stats().requests, 0);
+                drop(held);
+                let answered = classifier
+                    .classify(&id, "?", &labels, "x", Duration::from_secs(5))
+                    .await
+                    .unwrap();
+                assert!(answered.label.is_ok(), "{answered:?}");
+                assert_eq!(rig.sim.stats().requests, 1);
             }
 
             #[tokio::test]

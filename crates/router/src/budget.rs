@@ -59,6 +59,14 @@ pub fn remaining(budget: &Budget, spent: Spent) -> Option<(Decimal, &'static str
     }
 }
 
+/// Why the tenant has nothing left to spend under its budget, if so: what a paid call made on
+/// the job's behalf before the decision (a classifier's) is not made for.
+pub fn exhausted(job: &JobFacts, policy: &Policy, spent: Option<Spent>) -> Option<String> {
+    let budget = budget_for(&policy.budgets, &job.tenant, &job.plan)?;
+    let (left, which) = remaining(budget, spent?)?;
+    (left <= Decimal::ZERO).then(|| format!("tenant {} has no {which} budget left", job.tenant))
+}
+
 /// Decides where `job` goes under `policy`, within the tenant's budget given what it `spent`.
 pub fn route(
     job: &JobFacts,
@@ -212,6 +220,25 @@ mod tests {
             out,
             "budget_exceeded: tenant acme has $0.20 left of its daily budget; premium would cost $0.30"
         );
+    }
+
+    #[test]
+    fn a_budget_is_exhausted_only_when_nothing_is_left() {
+        let policy = policy(OnExceed::Reject, &[]);
+        let at = |day: &str, month: &str| exhausted(&job(), &policy, spent(day, month));
+        assert_eq!(at("0.99", "2"), None);
+        assert_eq!(
+            at("1.00", "2").as_deref(),
+            Some("tenant acme has no daily budget left")
+        );
+        assert_eq!(
+            at("0.10", "10.50").as_deref(),
+            Some("tenant acme has no monthly budget left")
+        );
+        assert_eq!(exhausted(&job(), &policy, None), None);
+        let mut other = job();
+        other.plan = PlanName::new("free").unwrap();
+        assert_eq!(exhausted(&other, &policy, spent("5", "50")), None);
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! The classifier is advice. A timeout, an error, an answer that is not one of the offered
 //! labels, a breaker that is open or a job with no text all end the same way: the rule is
 //! passed over and the next matching rule decides (see [`crate::policy::awaiting_classifier`]).
-//! The router never waits on a classifier longer than its rule's `timeout_ms`.
+//! The classifier has the rule's `timeout_ms` for its answer, rate-limit waits included; the
+//! router stops waiting a moment after that even if it overruns.
 //!
 //! Answers are cached by a SHA-256 of the tenant, the classifier (backend, instruction,
 //! labels) and the text, for the rule's TTL. The tenant is part of the key so that one tenant
@@ -32,6 +33,9 @@ pub struct ClassifyRequest {
     pub instruction: String,
     pub labels: Vec<String>,
     pub text: String,
+    /// The rule's timeout: the classifier answers or fails within it, rate-limit waits
+    /// included, and says which of the two ran out (see [`ClassifyError::backend_at_fault`]).
+    pub deadline: Duration,
 }
 
 /// A classifier's answer, with what the call cost in tokens so it can be charged.
@@ -50,8 +54,9 @@ pub struct Answer {
 #[error("{message}")]
 pub struct ClassifyError {
     pub message: String,
-    /// Whether the failure says something about the backend (5xx, timeouts, resets), so it
-    /// counts against the classifier's breaker; a refused request does not.
+    /// Whether the failure says something about the backend's health (5xx, overload,
+    /// timeouts, resets, broken bodies), so it counts against the classifier's breaker. A
+    /// refused request, a 429 or a wait on this router's own rate limits does not.
     pub backend_at_fault: bool,
 }
 
@@ -186,10 +191,13 @@ impl VerdictCache {
     }
 
     pub fn insert(&mut self, key: [u8; 32], label: String, ttl: Duration, at: Instant) {
-        if self.capacity == 0 || ttl.is_zero() {
+        let Some(until) = at
+            .checked_add(ttl)
+            .filter(|_| self.capacity > 0 && !ttl.is_zero())
+        else {
             return;
-        }
-        if self.entries.insert(key, (label, at + ttl)).is_none() {
+        };
+        if self.entries.insert(key, (label, until)).is_none() {
             self.order.push_back(key);
         }
         while self.entries.len() > self.capacity {

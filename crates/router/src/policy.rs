@@ -155,25 +155,58 @@ impl JobFacts {
 }
 
 /// The `llm_classify` rule whose classifier must answer before [`decide`] can: the first
-/// matching rule, when it classifies and has no verdict yet. Rules whose classifier failed are
-/// passed over, as `decide` passes over them, so asking until this is `None` asks exactly the
-/// classifiers the decision needs and no other.
-pub fn awaiting_classifier<'a>(job: &JobFacts, policy: &'a Policy) -> Option<&'a Rule> {
+/// matching rule, when it classifies, has no verdict yet and no usable pin of the job decides
+/// it anyway. Rules [`decide`] would pass over (no usable label) are passed over here too, so
+/// asking until this is `None` asks exactly the classifiers the decision needs and no other.
+pub fn awaiting_classifier<'a>(
+    job: &JobFacts,
+    policy: &'a Policy,
+    backends: &[BackendState],
+) -> Option<&'a Rule> {
     for rule in policy
         .rules
         .iter()
         .filter(|rule| matches(&rule.matcher, job))
     {
-        let RuleStrategy::Classify(_) = rule.strategy else {
+        let RuleStrategy::Classify(spec) = &rule.strategy else {
             return None;
         };
-        match job.verdict(&rule.name) {
+        if usable_pin(rule, job, backends).is_some() {
+            return None;
+        }
+        match job.verdict(&rule.name).map(|v| &v.label) {
             None => return Some(rule),
-            Some(Verdict { label: Ok(_), .. }) => return None,
-            Some(Verdict { label: Err(_), .. }) => {}
+            Some(Ok(label)) if spec.route_of(label).is_some() => return None,
+            Some(_) => {}
         }
     }
     None
+}
+
+/// The job's pin, when `rule` lets it count and it would be served: allowed by the rule,
+/// serving the task, healthy and within the limits. Such a pin decides the rule before any
+/// strategy does, a classifier's included.
+fn usable_pin<'b>(
+    rule: &Rule,
+    job: &JobFacts,
+    backends: &'b [BackendState],
+) -> Option<&'b BackendState> {
+    let pinned = job.pinned.as_ref()?;
+    if !rule.honor_hints || !(rule.candidates.is_empty() || rule.candidates.contains(pinned)) {
+        return None;
+    }
+    backends
+        .iter()
+        .find(|b| &b.id == pinned && b.tasks.contains(&job.task))
+        .filter(|b| refusal(b, &limits_of(rule, job)).is_none())
+}
+
+fn limits_of(rule: &Rule, job: &JobFacts) -> Limits {
+    Limits {
+        max_cost_usd: min_some(rule.constraints.max_cost_usd, job.max_cost_usd),
+        max_latency_ms: min_some(rule.constraints.max_latency_ms, job.deadline_ms),
+        min_quality: rule.constraints.min_quality,
+    }
 }
 
 /// A backend as the router sees it at decision time.
@@ -233,7 +266,9 @@ pub fn decide(
         .iter()
         .filter(|rule| matches(&rule.matcher, job))
     {
-        if let RuleStrategy::Classify(spec) = &rule.strategy {
+        if let RuleStrategy::Classify(spec) = &rule.strategy
+            && usable_pin(rule, job, backends).is_none()
+        {
             match job.verdict(&rule.name).map(|v| &v.label) {
                 Some(Ok(label)) if spec.route_of(label).is_some() => {}
                 Some(Ok(label)) => {
@@ -288,11 +323,7 @@ fn decide_by(rule: &Rule, job: &JobFacts, backends: &[BackendState]) -> Result<C
     let mut trace = String::new();
     let _ = write!(trace, "rule {}: ", rule.name);
 
-    let limits = Limits {
-        max_cost_usd: min_some(rule.constraints.max_cost_usd, job.max_cost_usd),
-        max_latency_ms: min_some(rule.constraints.max_latency_ms, job.deadline_ms),
-        min_quality: rule.constraints.min_quality,
-    };
+    let limits = limits_of(rule, job);
     let serves = |b: &&BackendState| b.tasks.contains(&job.task);
 
     // A job may pin a backend where the rule lets hints count and the pin is one of its
@@ -932,7 +963,7 @@ mod tests {
         ]);
         let backends = fleet();
         assert_eq!(
-            awaiting_classifier(&job(), &policy).map(|r| r.name.as_str()),
+            awaiting_classifier(&job(), &policy, &backends).map(|r| r.name.as_str()),
             Some("triage")
         );
         let cases = [
@@ -973,7 +1004,7 @@ mod tests {
             assert_eq!(choice.strategy, strategy, "{reason}");
             assert!(choice.reason.starts_with(reason), "{}", choice.reason);
             if !job.verdicts.is_empty() {
-                assert!(awaiting_classifier(&job, &policy).is_none());
+                assert!(awaiting_classifier(&job, &policy, &backends).is_none());
             }
         }
         let alone = policy_of_one(classifying("triage"));
@@ -1026,6 +1057,37 @@ mod tests {
     }
 
     #[test]
+    fn a_usable_pin_decides_a_classifying_rule_without_asking() {
+        let triage = classifying("triage");
+        let policy = policy(vec![triage, rule("default", RuleStrategy::Cheapest)]);
+        let mut backends = fleet();
+        let mut pinned = job();
+        pinned.pinned = Some(id("haiku"));
+        assert!(awaiting_classifier(&pinned, &policy, &backends).is_none());
+        let choice = decide(&pinned, &policy, &backends).unwrap();
+        assert_eq!(
+            (
+                choice.backend_id.as_str(),
+                choice.strategy,
+                choice.rule.as_str()
+            ),
+            ("haiku", Strategy::Pinned, "triage")
+        );
+        // A pin that would not be served leaves the rule to its classifier.
+        backends[2].health = Health::Cooling; // haiku
+        assert_eq!(
+            awaiting_classifier(&pinned, &policy, &backends).map(|r| r.name.as_str()),
+            Some("triage")
+        );
+        let answered = {
+            let mut job = answered("triage", Ok("complex"), false);
+            job.pinned = Some(id("haiku"));
+            job
+        };
+        assert_eq!(pick(&answered, &policy, &backends), "sonnet");
+    }
+
+    #[test]
     fn only_the_classifiers_the_decision_needs_are_asked() {
         let mut legal = classifying("legal-triage");
         legal.matcher.tags_any = vec!["legal".into()];
@@ -1037,7 +1099,9 @@ mod tests {
             classifying("triage"),
             rule("default", RuleStrategy::Cheapest),
         ]);
-        let waiting = |job: &JobFacts| awaiting_classifier(job, &policy).map(|r| r.name.clone());
+        let backends = fleet();
+        let waiting =
+            |job: &JobFacts| awaiting_classifier(job, &policy, &backends).map(|r| r.name.clone());
         assert_eq!(waiting(&job()).as_deref(), Some("triage"));
         let mut tagged = job();
         tagged.tags = vec!["legal".into()];

@@ -115,6 +115,9 @@ fn default_classifier_timeout_ms() -> u64 {
     1_500
 }
 
+/// The longest a classifier's answer may be cached.
+const MAX_CACHE_TTL_SECS: u64 = 30 * 24 * 3600;
+
 fn default_classifier_cache_ttl_secs() -> u64 {
     3_600
 }
@@ -207,6 +210,12 @@ fn classifier_spec(
             key("classifier.timeout_ms")
         ));
     }
+    if classifier.cache_ttl_secs > MAX_CACHE_TTL_SECS {
+        problems.push(format!(
+            "`{}`: at most {MAX_CACHE_TTL_SECS} (30 days)",
+            key("classifier.cache_ttl_secs")
+        ));
+    }
     if routes.len() < 2 {
         problems.push(format!(
             "`{}`: name at least two labels, each with its backend",
@@ -214,7 +223,15 @@ fn classifier_spec(
         ));
     }
     let mut spec_routes = Vec::new();
+    let mut seen = HashSet::new();
     for (label, target) in routes {
+        // Answers are matched without regard to case, so two such labels would be one.
+        if !seen.insert(label.to_lowercase()) {
+            problems.push(format!(
+                "`{}`: label `{label}` differs from another only in case",
+                key("routes")
+            ));
+        }
         // Labels travel in a prompt and come back in JSON: plain, trimmed, one line.
         if label.trim() != label || label.is_empty() || label.contains(['\n', '\r']) {
             problems.push(format!(
@@ -556,6 +573,11 @@ mod tests {
             candidates = ["gpt-4o-mini"]
             classifier = { backend = "nope", instruction = "?" }
             routes = { simple = "gpt-4o-mini", complex = "gpt-5" }
+            [[rules]]
+            name = "e"
+            strategy = "llm_classify"
+            classifier = { backend = "gpt-4.1-nano", instruction = "?", cache_ttl_secs = 18446744073709551615 }
+            routes = { simple = "gpt-4o-mini", Simple = "gpt-5" }
         "#;
         let error = load_policy(bad, "test", &catalog()).unwrap_err();
         let all = error.problems.join("\n");
@@ -570,6 +592,8 @@ mod tests {
             "`rules[2].strategy`: only an llm_classify rule takes `classifier` and `routes`",
             "`rules[3].classifier.backend`: backend `nope` is not in the catalog",
             "`rules[3].routes`: label `complex` routes to `gpt-5`, which is not among the rule's candidates",
+            "`rules[4].classifier.cache_ttl_secs`: at most 2592000 (30 days)",
+            "`rules[4].routes`: label `simple` differs from another only in case",
         ] {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }

@@ -123,6 +123,9 @@ fn modified_at(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
+/// How long past a rule's timeout the router waits on a classifier that overruns it.
+const OVERRUN_GRACE: Duration = Duration::from_millis(50);
+
 /// Router settings.
 #[derive(Clone, Debug)]
 pub struct RouterSettings {
@@ -130,6 +133,9 @@ pub struct RouterSettings {
     pub spend_ttl: Duration,
     /// Longest wait for the ledger's answer; past it the job is routed without the check.
     pub spend_timeout: Duration,
+    /// Longest wait to record a classifier call's charge; past it the job is retried (the
+    /// charge is idempotent per job), so a slow store holds no job indefinitely.
+    pub charge_timeout: Duration,
 }
 
 impl Default for RouterSettings {
@@ -137,6 +143,7 @@ impl Default for RouterSettings {
         RouterSettings {
             spend_ttl: Duration::from_secs(5),
             spend_timeout: Duration::from_millis(500),
+            charge_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -298,14 +305,16 @@ impl<B: Bus, S: SpendSource> Handler for Router<B, S> {
 impl<B: Bus, S: SpendSource> Router<B, S> {
     async fn choose(&self, job: &JobEnvelope, policy: &Policy) -> Result<Choice, Failure> {
         let mut facts = JobFacts::from_job(job);
-        while let Some(rule) = policy::awaiting_classifier(&facts, policy) {
-            let verdict = self.verdict(job, rule).await?;
-            facts.verdicts.push(verdict);
-        }
         let mut states =
             estimate::backend_states(&self.catalog, &self.rates, &facts, max_tokens(&job.task));
         lock(&self.live).apply(&mut states, Instant::now());
         let spent = self.spent(&job.tenant_id, &job.plan, policy).await;
+        // A tenant with nothing left is not charged for advice on where to spend it.
+        let broke = budget::exhausted(&facts, policy, spent);
+        while let Some(rule) = policy::awaiting_classifier(&facts, policy, &states) {
+            let verdict = self.verdict(job, rule, broke.as_deref()).await?;
+            facts.verdicts.push(verdict);
+        }
         let choice = match budget::route(&facts, policy, &states, spent) {
             Ok(choice) => choice,
             // Only cooling or saturated backends stood in the way: that passes, so the job
@@ -331,10 +340,15 @@ impl<B: Bus, S: SpendSource> Router<B, S> {
     }
 
     /// What `rule`'s classifier says of `job`: from the cache, else asked within the rule's
-    /// timeout. Only a failed charge fails the job (a retry, so no call goes uncharged);
-    /// everything else that goes wrong is a verdict without a label, and the rule is passed
-    /// over.
-    async fn verdict(&self, job: &JobEnvelope, rule: &Rule) -> Result<Verdict, Failure> {
+    /// timeout unless `broke` says why the tenant cannot pay for the call. Only a failed
+    /// charge fails the job (a retry, so no call goes uncharged); everything else that goes
+    /// wrong is a verdict without a label, and the rule is passed over.
+    async fn verdict(
+        &self,
+        job: &JobEnvelope,
+        rule: &Rule,
+        broke: Option<&str>,
+    ) -> Result<Verdict, Failure> {
         let failed = |why: String| {
             debug!(message = "Classifier gave no label.", job_id = %job.job_id, rule = %rule.name, reason = %why);
             Ok(Verdict {
@@ -362,6 +376,9 @@ impl<B: Bus, S: SpendSource> Router<B, S> {
                 cached: true,
             });
         }
+        if let Some(why) = broke {
+            return failed(format!("not asked: {why}"));
+        }
         if lock(&classifying.breaker).cooling(&spec.backend, now)
             || lock(&self.live).cooling(&spec.backend, now)
         {
@@ -372,10 +389,16 @@ impl<B: Bus, S: SpendSource> Router<B, S> {
             instruction: spec.instruction.clone(),
             labels: spec.labels().map(str::to_owned).collect(),
             text,
+            deadline: spec.timeout,
         };
         let started = Instant::now();
-        let outcome =
-            tokio::time::timeout(spec.timeout, classifying.classifier.classify(&request)).await;
+        // The classifier keeps its own deadline and says whose fault a miss was; this bound is
+        // for one that does not.
+        let outcome = tokio::time::timeout(
+            spec.timeout + OVERRUN_GRACE,
+            classifying.classifier.classify(&request),
+        )
+        .await;
         let observe = |outcome: Result<u64, ()>| {
             lock(&classifying.breaker).observe(&spec.backend, outcome, Instant::now());
         };
@@ -394,27 +417,34 @@ impl<B: Bus, S: SpendSource> Router<B, S> {
         };
         // Whatever it answered, the call was made and is charged.
         let call = format!("route.classify.{}", rule.name);
-        classifying
-            .charges
-            .charge(job, &call, &spec.backend, &answer)
-            .await
-            .map_err(|error| {
-                Failure::Retry(format!("cannot charge the classifier call: {error}"))
-            })?;
+        let charged = tokio::time::timeout(
+            self.settings.charge_timeout,
+            classifying
+                .charges
+                .charge(job, &call, &spec.backend, &answer),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "timed out after {} ms",
+                self.settings.charge_timeout.as_millis()
+            ))
+        });
+        charged.map_err(|error| {
+            Failure::Retry(format!("cannot charge the classifier call: {error}"))
+        })?;
+        // An answer is a healthy backend whatever it says: a prompt that steers the
+        // classifier off its labels must not open the breaker for every tenant.
+        observe(Ok(started.elapsed().as_millis() as u64));
         let label = match answer.label {
             Ok(label) if request.labels.contains(&label) => label,
             Ok(label) => {
-                observe(Err(()));
                 return failed(format!(
                     "answered `{label}`, which is not one of the offered labels"
                 ));
             }
-            Err(why) => {
-                observe(Err(()));
-                return failed(format!("unusable answer: {why}"));
-            }
+            Err(why) => return failed(format!("unusable answer: {why}")),
         };
-        observe(Ok(started.elapsed().as_millis() as u64));
         lock(&classifying.cache).insert(key, label.clone(), spec.cache_ttl, now);
         Ok(Verdict {
             rule: rule.name.clone(),

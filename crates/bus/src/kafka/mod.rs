@@ -471,41 +471,104 @@ impl Bus for KafkaBus {
 }
 
 impl KafkaBus {
-    /// Consumer lag of `group` on `queue`: what is written and not yet committed.
+    /// Consumer lag of `group` on `queue`: what is written and not yet committed. Blocking.
     pub fn lag(&self, queue: &QueueName, group: &str) -> Result<QueueDepth, BusError> {
-        self.lag_and_commits(queue, group).map(|(depth, _)| depth)
+        let reader = self.lag_reader(group)?;
+        reader
+            .lag_and_commits(queue, LAG_TIMEOUT)
+            .map(|(depth, _)| depth)
     }
 
-    /// The lag of a group that is consuming `queue`; `None` while `group` has committed on
-    /// none of its partitions. Such a group has not started, or starts at the topic's end
-    /// (`auto.offset.reset = latest`), so counting from the low watermark would call a fresh
-    /// backend saturated. Once it has committed anywhere, a partition it has not committed on
-    /// counts from the low watermark: that is work waiting for it.
+    /// [`LagReader::active_lag`] once, with a reader made for the purpose. Blocking.
     pub fn active_lag(
         &self,
         queue: &QueueName,
         group: &str,
     ) -> Result<Option<QueueDepth>, BusError> {
-        self.lag_and_commits(queue, group)
+        self.lag_reader(group)?.active_lag(queue)
+    }
+
+    /// Moves `group`'s committed offsets on `queue` to its end, so that the group reads only
+    /// what is written from now on: `kafka-consumer-groups --reset-offsets --to-latest`. For a
+    /// group with no live members (a live one keeps committing its own positions). Blocking.
+    pub fn reset_to_end(&self, queue: &QueueName, group: &str) -> Result<(), BusError> {
+        let consumer: BaseConsumer = self.consumer_config(group).create().map_err(kafka_error)?;
+        let mut offsets = TopicPartitionList::new();
+        for element in partitions_of(&consumer, queue, LAG_TIMEOUT)?.elements() {
+            let (_, high) = consumer
+                .fetch_watermarks(element.topic(), element.partition(), LAG_TIMEOUT)
+                .map_err(kafka_error)?;
+            offsets
+                .add_partition_offset(element.topic(), element.partition(), Offset::Offset(high))
+                .map_err(kafka_error)?;
+        }
+        if offsets.count() == 0 {
+            return Err(kafka_error(format!("topic {queue} has no partitions")));
+        }
+        consumer
+            .commit(&offsets, CommitMode::Sync)
+            .map_err(kafka_error)
+    }
+
+    /// A reader of `group`'s lag that keeps its connections between look-ups: what to poll
+    /// with, where a fresh client per look-up would mean new threads, broker connections and a
+    /// coordinator look-up every time.
+    pub fn lag_reader(&self, group: &str) -> Result<LagReader, BusError> {
+        let consumer: BaseConsumer = self.consumer_config(group).create().map_err(kafka_error)?;
+        Ok(LagReader { consumer })
+    }
+}
+
+/// Every partition of `queue`'s topic, from the broker's metadata. Blocking.
+fn partitions_of(
+    consumer: &BaseConsumer,
+    queue: &QueueName,
+    timeout: Duration,
+) -> Result<TopicPartitionList, BusError> {
+    let metadata = consumer
+        .fetch_metadata(Some(queue.as_str()), timeout)
+        .map_err(kafka_error)?;
+    let mut partitions = TopicPartitionList::new();
+    for topic in metadata.topics() {
+        for partition in topic.partitions() {
+            partitions.add_partition(topic.name(), partition.id());
+        }
+    }
+    Ok(partitions)
+}
+
+/// How long one lag look-up (metadata, committed offsets, a watermark) may take.
+const LAG_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Reads one consumer group's lag; see [`KafkaBus::lag_reader`]. Every method blocks.
+pub struct LagReader {
+    consumer: BaseConsumer,
+}
+
+impl std::fmt::Debug for LagReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LagReader").finish_non_exhaustive()
+    }
+}
+
+impl LagReader {
+    /// The lag of the group on `queue` while it is consuming there; `None` while it has
+    /// committed on none of its partitions. Such a group has not started, or starts at the
+    /// topic's end (`auto.offset.reset = latest`), so counting from the low watermark would
+    /// call a fresh backend saturated. Once it has committed anywhere, a partition it has not
+    /// committed on counts from the low watermark: that is work waiting for it.
+    pub fn active_lag(&self, queue: &QueueName) -> Result<Option<QueueDepth>, BusError> {
+        self.lag_and_commits(queue, LAG_TIMEOUT)
             .map(|(depth, committed)| committed.then_some(depth))
     }
 
     fn lag_and_commits(
         &self,
         queue: &QueueName,
-        group: &str,
+        timeout: Duration,
     ) -> Result<(QueueDepth, bool), BusError> {
-        let consumer: BaseConsumer = self.consumer_config(group).create().map_err(kafka_error)?;
-        let timeout = Duration::from_secs(10);
-        let metadata = consumer
-            .fetch_metadata(Some(queue.as_str()), timeout)
-            .map_err(kafka_error)?;
-        let mut partitions = TopicPartitionList::new();
-        for topic in metadata.topics() {
-            for partition in topic.partitions() {
-                partitions.add_partition(topic.name(), partition.id());
-            }
-        }
+        let consumer = &self.consumer;
+        let partitions = partitions_of(consumer, queue, timeout)?;
         let committed = consumer
             .committed_offsets(partitions, timeout)
             .map_err(kafka_error)?;
