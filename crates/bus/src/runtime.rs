@@ -213,9 +213,16 @@ where
             }
         };
         bump(&counters.received);
-        let message =
+        let handler = handler.clone();
+        let settings = settings.clone();
+        let counters = counters.clone();
+        // Decoding (JSON, schema, contract checks) is most of a light handler's CPU: done in
+        // the task, it runs on every runtime thread rather than in this one fetching loop.
+        tasks.spawn(async move {
             match contracts::decode::<H::Message>(delivery.body(), settings.max_message_bytes) {
-                Ok(message) => message,
+                Ok(message) => {
+                    process(delivery, message, handler.as_ref(), &settings, &counters).await;
+                }
                 Err(error) => {
                     let rejection = Rejection {
                         class: error.error_class(),
@@ -233,14 +240,8 @@ where
                         &counters.dead_lettered,
                     )
                     .await;
-                    continue;
                 }
-            };
-        let handler = handler.clone();
-        let settings = settings.clone();
-        let counters = counters.clone();
-        tasks.spawn(async move {
-            process(delivery, message, handler.as_ref(), &settings, &counters).await;
+            }
             drop(permit);
         });
     }

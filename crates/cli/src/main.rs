@@ -92,6 +92,11 @@ enum ConfigCommand {
     },
 }
 
+// Every hop allocates per message (JSON values, envelopes, headers) on several runtime
+// threads at once, where glibc's arenas contend; see docs/benchmarks.md (router through Kafka).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {

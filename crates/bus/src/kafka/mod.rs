@@ -266,6 +266,10 @@ impl KafkaBus {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("max.poll.interval.ms", "900000")
+            // A member that joins a formed group (the router's second and third tier
+            // consumers, a worker scaling out) waits for the others to rejoin, which they do on
+            // their next heartbeat: 1 s rather than librdkafka's 3 s stalls its topics less.
+            .set("heartbeat.interval.ms", "1000")
             .set("partition.assignment.strategy", "cooperative-sticky");
         // A new group starts at the beginning, so no queued job is skipped; a configured reset
         // policy (tests on shared topics, replaying tools) still wins.
