@@ -119,6 +119,8 @@ fn templates() -> anyhow::Result<Vec<JobEnvelope>> {
 struct Phase {
     elapsed: Duration,
     latencies_us: Vec<u64>,
+    /// The router's rate over the second half of a prefilled drain.
+    second_half: Option<f64>,
 }
 
 /// Publishes `n` jobs (tiers and templates round-robin) to `queue_of(job)`, paced by `rate`.
@@ -290,6 +292,7 @@ async fn collect<B: Bus>(
     Ok(Phase {
         elapsed: first.map_or(Duration::ZERO, |f| f.elapsed()),
         latencies_us,
+        second_half: None,
     })
 }
 
@@ -319,27 +322,19 @@ async fn run<B: Bus>(
     }
 
     // Baseline: the same envelopes, bus transit plus the consumer's decode, no router.
+    let collecting = collect(
+        &bus,
+        std::slice::from_ref(&direct),
+        args.jobs,
+        &run_id,
+        false,
+    );
+    let publishing = publish(&bus, args, &run_id, |_| direct.clone());
     let baseline = if args.prefill {
-        publish(&bus, args, &run_id, |_| direct.clone()).await?;
-        collect(
-            &bus,
-            std::slice::from_ref(&direct),
-            args.jobs,
-            &run_id,
-            false,
-        )
-        .await?
+        publishing.await?;
+        collecting.await?
     } else {
-        let (baseline, published) = tokio::join!(
-            collect(
-                &bus,
-                std::slice::from_ref(&direct),
-                args.jobs,
-                &run_id,
-                false
-            ),
-            publish(&bus, args, &run_id, |_| direct.clone()),
-        );
+        let (baseline, published) = tokio::join!(collecting, publishing);
         published?;
         baseline?
     };
@@ -375,23 +370,21 @@ async fn run<B: Bus>(
         counters.clone(),
         shutdown.clone(),
     ));
-    let mut second_half = None;
+    let collecting = collect(&bus, &backend_queues, args.jobs, &run_id, true);
     let routed = if args.prefill {
         // The sink joins its groups after the router has started, so the first routed jobs
         // wait for it in a heap: its arrival times would flatter the router. The router's own
         // counters time the drain instead; the sink still checks every job arrived.
-        let (routed, (drained, steady)) = tokio::join!(
-            collect(&bus, &backend_queues, args.jobs, &run_id, true),
-            drain_time(&counters, args.jobs as u64),
-        );
-        second_half = Some(steady);
+        let (routed, (drained, steady)) =
+            tokio::join!(collecting, drain_time(&counters, args.jobs as u64));
         Phase {
             elapsed: drained,
+            second_half: Some(steady),
             ..routed?
         }
     } else {
         let (routed, published) = tokio::join!(
-            collect(&bus, &backend_queues, args.jobs, &run_id, true),
+            collecting,
             publish(&bus, args, &run_id, |job| job.priority.queue()),
         );
         published?;
@@ -421,7 +414,7 @@ async fn run<B: Bus>(
         };
         let rate = phase.latencies_us.len() as f64 / phase.elapsed.as_secs_f64().max(1e-9);
         if args.prefill {
-            match second_half.filter(|_| name == "through the router") {
+            match phase.second_half {
                 Some(steady) => writeln!(
                     out,
                     "{name:<20} {rate:>8.0} jobs/s  (prefilled: the router's drain, first delivery to last ack; second half {steady:.0} jobs/s)"

@@ -1,6 +1,7 @@
 //! `switchyard router`: the router worker on the configured bus.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -328,13 +329,14 @@ async fn watch_kafka_lag(
     shutdown: CancellationToken,
 ) {
     let mut readers: HashMap<&'static str, Arc<LagReader>> = HashMap::new();
-    let mut failures: HashMap<BackendId, u32> = HashMap::new();
+    // Failed look-ups in a row, by position in `backends`.
+    let mut failures = vec![0u32; backends.len()];
     loop {
-        for (backend, queue, group) in &backends {
-            let reader = match readers.get(group) {
-                Some(reader) => reader.clone(),
-                None => match bus.lag_reader(group) {
-                    Ok(reader) => readers.entry(group).or_insert(Arc::new(reader)).clone(),
+        for ((backend, queue, group), failed) in backends.iter().zip(&mut failures) {
+            let reader = match readers.entry(group) {
+                Entry::Occupied(known) => known.get().clone(),
+                Entry::Vacant(slot) => match bus.lag_reader(group) {
+                    Ok(reader) => slot.insert(Arc::new(reader)).clone(),
                     Err(error) => {
                         tracing::debug!(message = "Cannot make a lag reader.", %error, group);
                         continue;
@@ -360,7 +362,6 @@ async fn watch_kafka_lag(
                     None
                 }
             };
-            let failed = failures.entry(backend.clone()).or_default();
             let depth = match observed {
                 Some(depth) => {
                     *failed = 0;

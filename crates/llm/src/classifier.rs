@@ -135,11 +135,6 @@ impl RoutingClassifier {
         let latency_ms = sent.elapsed().as_millis() as u64;
         let response = match result {
             Ok(response) => response,
-            // The call had what was left of the deadline: name the deadline that ran out.
-            Err(ProviderError::Timeout(_)) if left <= self.timeout => {
-                served.limits.reconcile(&permit, 0);
-                return Err(ProviderError::Timeout(deadline).into());
-            }
             Err(error) => {
                 served.limits.reconcile(&permit, 0);
                 if let ProviderError::RateLimited {
@@ -149,7 +144,15 @@ impl RoutingClassifier {
                 {
                     served.limits.pause_for(*wait);
                 }
-                return Err(error.into());
+                return Err(match error {
+                    // The call had what was left of the deadline: name the deadline that ran
+                    // out.
+                    ProviderError::Timeout(_) if left <= self.timeout => {
+                        ProviderError::Timeout(deadline)
+                    }
+                    other => other,
+                }
+                .into());
             }
         };
         let usage = response.usage;

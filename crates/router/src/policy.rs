@@ -171,7 +171,7 @@ pub fn awaiting_classifier<'a>(
         let RuleStrategy::Classify(spec) = &rule.strategy else {
             return None;
         };
-        if usable_pin(rule, job, backends).is_some() {
+        if pin_decides(rule, job, backends) {
             return None;
         }
         match job.verdict(&rule.name).map(|v| &v.label) {
@@ -183,22 +183,24 @@ pub fn awaiting_classifier<'a>(
     None
 }
 
-/// The job's pin, when `rule` lets it count and it would be served: allowed by the rule,
-/// serving the task, healthy and within the limits. Such a pin decides the rule before any
-/// strategy does, a classifier's included.
-fn usable_pin<'b>(
-    rule: &Rule,
-    job: &JobFacts,
-    backends: &'b [BackendState],
-) -> Option<&'b BackendState> {
-    let pinned = job.pinned.as_ref()?;
-    if !rule.honor_hints || !(rule.candidates.is_empty() || rule.candidates.contains(pinned)) {
-        return None;
-    }
-    backends
-        .iter()
-        .find(|b| &b.id == pinned && b.tasks.contains(&job.task))
-        .filter(|b| refusal(b, &limits_of(rule, job)).is_none())
+/// Whether the job's pin decides `rule`: allowed by the rule, serving the task, healthy and
+/// within the limits. Such a pin decides the rule before any strategy does, a classifier's
+/// included.
+fn pin_decides(rule: &Rule, job: &JobFacts, backends: &[BackendState]) -> bool {
+    job.pinned.as_ref().is_some_and(|pinned| {
+        pin_allowed(rule, pinned)
+            && backends.iter().any(|b| {
+                &b.id == pinned
+                    && b.tasks.contains(&job.task)
+                    && refusal(b, &limits_of(rule, job)).is_none()
+            })
+    })
+}
+
+/// A rule lets a pin count where hints count and the pin is one of its candidates (a `free`
+/// plan cannot pin its way to a premium model).
+fn pin_allowed(rule: &Rule, pinned: &BackendId) -> bool {
+    rule.honor_hints && (rule.candidates.is_empty() || rule.candidates.contains(pinned))
 }
 
 fn limits_of(rule: &Rule, job: &JobFacts) -> Limits {
@@ -267,7 +269,7 @@ pub fn decide(
         .filter(|rule| matches(&rule.matcher, job))
     {
         if let RuleStrategy::Classify(spec) = &rule.strategy
-            && usable_pin(rule, job, backends).is_none()
+            && !pin_decides(rule, job, backends)
         {
             match job.verdict(&rule.name).map(|v| &v.label) {
                 Some(Ok(label)) if spec.route_of(label).is_some() => {}
@@ -326,12 +328,10 @@ fn decide_by(rule: &Rule, job: &JobFacts, backends: &[BackendState]) -> Result<C
     let limits = limits_of(rule, job);
     let serves = |b: &&BackendState| b.tasks.contains(&job.task);
 
-    // A job may pin a backend where the rule lets hints count and the pin is one of its
-    // candidates (a `free` plan cannot pin its way to a premium model); it still has to serve
-    // the task, be healthy and keep within the limits (the job's own budget included).
+    // A job may pin a backend the rule allows; it still has to serve the task, be healthy
+    // and keep within the limits (the job's own budget included).
     let pin = job.pinned.as_ref().filter(|pinned| {
-        let allowed =
-            rule.honor_hints && (rule.candidates.is_empty() || rule.candidates.contains(pinned));
+        let allowed = pin_allowed(rule, pinned);
         if !allowed {
             let _ = write!(
                 trace,
