@@ -332,11 +332,19 @@ sy_install_kafka() {
   echo "installed $(find "$SY_KAFKA_HOME/libs" -name '*.jar' | wc -l | tr -d ' ') jars"
 }
 
-# The ferretdb binary reports the expected version ("version: v1.24.2").
+# Built with deploy/local/ferretdb-isolation.patch: upstream 1.24 does not isolate
+# updates (it reads, changes the document in Go and writes it back by _id without a
+# transaction), so concurrent updates of one document lose writes that MongoDB would keep;
+# the patch serialises update, findAndModify and delete. docs/store.md has the details.
+SY_FERRETDB_PATCH="$SY_LOCAL_DIR/ferretdb-isolation.patch"
+
+# The ferretdb binary reports the expected version ("version: v1.24.2") and was built
+# with the current patch (its hash in a stamp beside the binary).
 # (Not `| grep -q`: with pipefail, grep exiting early can SIGPIPE the writer.)
 sy_ferretdb_ok() {
   local out
-  [[ -x "$SY_FERRETDB_BIN" ]] || return 1
+  [[ -x "$SY_FERRETDB_BIN" && -f "$SY_FERRETDB_BIN.patch" ]] || return 1
+  [[ "$(<"$SY_FERRETDB_BIN.patch")" == "$(sy_sha256 "$SY_FERRETDB_PATCH")" ]] || return 1
   out="$("$SY_FERRETDB_BIN" --version 2>/dev/null)" || return 1
   [[ $'\n'"$out"$'\n' == *$'\n'"version: $SY_FERRETDB_VERSION"$'\n'* ]]
 }
@@ -368,14 +376,16 @@ sy_install_ferretdb() {
   cp -R "$dir" "$src"
   chmod -R u+w "$src"
   printf '%s\n' "$SY_FERRETDB_VERSION" >"$src/build/version/version.txt"
+  (cd "$src" && sy_run_logged "ferretdb: patch" "$log" git apply -p1 "$SY_FERRETDB_PATCH")
   # CGO off: FerretDB's SQLite backend is pure Go (modernc.org/sqlite), so no C
   # toolchain is needed and the binary is static.
   (cd "$src" && sy_run_logged "ferretdb: go build" "$log" \
     env CGO_ENABLED=0 go build -buildvcs=false -o "$SY_FERRETDB_BIN.tmp" ./cmd/ferretdb)
   mv -f "$SY_FERRETDB_BIN.tmp" "$SY_FERRETDB_BIN"
+  sy_sha256 "$SY_FERRETDB_PATCH" >"$SY_FERRETDB_BIN.patch"
   rm -rf "$src"
   sy_ferretdb_ok || sy_die "ferretdb: built binary does not report $SY_FERRETDB_VERSION"
-  echo "built $SY_FERRETDB_VERSION"
+  echo "built $SY_FERRETDB_VERSION (patched: isolated writes)"
 }
 
 # Python venv shared by moto and ort.

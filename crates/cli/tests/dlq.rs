@@ -104,19 +104,24 @@ fn routed(config: &Config, tenant: &TenantId, prompt: &str) -> RoutedJob {
 }
 
 /// Waits for `check` to hold, looking every 200 ms: each check reads the place where the
-/// awaited outcome becomes visible.
-async fn until<F, Fut>(what: &str, mut check: F)
+/// awaited outcome becomes visible. On a timeout, the end of the worker's log says why.
+async fn until<F, Fut>(what: &str, log: &Path, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    tokio::time::timeout(Duration::from_secs(90), async {
+    let waited = tokio::time::timeout(Duration::from_secs(90), async {
         while !check().await {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     })
-    .await
-    .unwrap_or_else(|_| panic!("{what}: not within 90 s"));
+    .await;
+    if waited.is_err() {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+        panic!("{what}: not within 90 s; the worker's log ends:\n{tail}");
+    }
 }
 
 fn setup(run: &str, bus_and_store: &str, env: Vec<(String, String)>, address: SocketAddr) -> Setup {
@@ -160,7 +165,7 @@ async fn scenario(setup: Setup, sim: &Simulator) {
         .await
         .unwrap();
     }
-    until("three dead letters", || async {
+    until("three dead letters", &log, || async {
         setup.letters().await.len() == 3
     })
     .await;
@@ -255,7 +260,7 @@ async fn scenario(setup: Setup, sim: &Simulator) {
     // A copy, the letter kept: the job is answered once.
     let copied = run(args("replay", replayed, &["--keep"])).await;
     assert!(copied.contains("copied 1 of 1 matching letter"), "{copied}");
-    until("the replayed job's result", || async {
+    until("the replayed job's result", &log, || async {
         store.result(replayed).await.unwrap().is_some()
     })
     .await;
@@ -277,7 +282,7 @@ async fn scenario(setup: Setup, sim: &Simulator) {
     let moved = run(args("replay", replayed, &[])).await;
     assert!(moved.contains("replayed 1 of 1 matching letter"), "{moved}");
     let announced = format!("job_id={replayed}");
-    until("the second copy to be handled", || async {
+    until("the second copy to be handled", &log, || async {
         std::fs::read_to_string(&log)
             .unwrap()
             .lines()

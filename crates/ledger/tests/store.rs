@@ -154,6 +154,14 @@ macro_rules! store_suite {
             async fn concurrent_deliveries_charge_once() {
                 super::concurrent_deliveries_charge_once(super::$make().await).await;
             }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn concurrent_charges_of_different_jobs_all_count() {
+                super::concurrent_charges_of_different_jobs_all_count(super::$make().await).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn concurrent_writers_keep_every_step_of_a_job() {
+                super::concurrent_writers_keep_every_step_of_a_job(super::$make().await).await;
+            }
             #[tokio::test]
             async fn a_redelivery_that_cost_differently_keeps_the_first_charge() {
                 super::a_redelivery_that_cost_differently_keeps_the_first_charge(super::$make().await).await;
@@ -601,6 +609,26 @@ fn replayed_usage_never_double_counts<S: Store, F: Future<Output = S>>(make: fn(
 
 /// The Mongo store's spend protocol interrupted between its steps: the redelivery finishes it
 /// and the total counts the event exactly once.
+/// The races above only fail when they happen; this says why up front, when the FerretDB that
+/// `deploy/local` installed predates its isolation patch.
+#[tokio::test]
+async fn the_test_mongo_isolates_single_document_writes() {
+    use mongodb::bson::doc;
+    let store = mongo().await;
+    let info = store
+        .database()
+        .run_command(doc! { "buildInfo": 1 })
+        .await
+        .unwrap();
+    if let Ok(version) = info.get_str("ferretdbVersion") {
+        assert!(
+            !version.starts_with("v1.") || info.get_bool("isolatedWrites").unwrap_or(false),
+            "FerretDB {version} without deploy/local/ferretdb-isolation.patch: run \
+             deploy/local/down.sh ferretdb && deploy/local/up.sh"
+        );
+    }
+}
+
 #[tokio::test]
 async fn mongo_spend_survives_a_crash_between_any_two_steps() {
     use mongodb::bson::{Document, doc};
@@ -669,6 +697,68 @@ async fn concurrent_deliveries_charge_once(store: impl Store) {
         store.spend(&acme, Period::day_of(at(0))).await.unwrap(),
         Micros(500)
     );
+}
+
+/// Many jobs of one tenant charged at once (a busy worker pool): each bucket of the day takes
+/// several of them concurrently, and every charge must count.
+async fn concurrent_charges_of_different_jobs_all_count(store: impl Store) {
+    let acme = tenant("acme");
+    let racers: Vec<_> = (0..8)
+        .map(|racer| {
+            let store = store.clone();
+            let acme = acme.clone();
+            tokio::spawn(async move {
+                for n in 0..25 {
+                    let event = usage(JobId::new(), &acme, "main", 1 + racer * 25 + n, at(60));
+                    store.record_usage(&event).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for racer in racers {
+        racer.await.unwrap();
+    }
+    // 1 + 2 + ... + 200.
+    assert_eq!(
+        store.spend(&acme, Period::day_of(at(0))).await.unwrap(),
+        Micros(200 * 201 / 2)
+    );
+}
+
+/// A worker finishing a job while an operator's replay notes itself in the timeline, and
+/// redeliveries on top: writers of one job's steps race, and no step may be lost.
+async fn concurrent_writers_keep_every_step_of_a_job(store: impl Store) {
+    let acme = tenant("acme");
+    let job = JobId::new();
+    store
+        .record_status(&status(job, &acme, JobState::Submitted, 0, 0))
+        .await
+        .unwrap();
+    let racers: Vec<_> = (1..=16)
+        .map(|n| {
+            let store = store.clone();
+            let mut step = status(job, &acme, JobState::Routed, n, 1);
+            step.detail = Some(format!("writer {n}"));
+            if n == 16 {
+                step.state = JobState::Succeeded;
+            }
+            tokio::spawn(async move { store.record_status(&step).await.unwrap() })
+        })
+        .collect();
+    for racer in racers {
+        racer.await.unwrap();
+    }
+    let record = store.job(job).await.unwrap().unwrap();
+    let mut writers: Vec<&str> = record
+        .history
+        .iter()
+        .filter_map(|step| step.detail.as_deref())
+        .collect();
+    writers.sort_unstable();
+    let mut expected: Vec<String> = (1..=16).map(|n| format!("writer {n}")).collect();
+    expected.sort_unstable();
+    assert_eq!(writers, expected, "{record:?}");
+    assert_eq!(record.state, JobState::Succeeded, "{record:?}");
 }
 
 /// A redelivery re-runs the call: another cost, perhaps after midnight. The first stored event

@@ -1,7 +1,8 @@
 //! The MongoDB store (official driver), also run on FerretDB in tests.
 //!
 //! Only features that MongoDB, Atlas and FerretDB 1.x all support are used (see
-//! `docs/store.md`): single-document atomic updates (`$inc`, `$push`, `$pull`, `$max`,
+//! `docs/store.md`; FerretDB 1.x makes single-document updates atomic only when built with
+//! `deploy/local`'s patch): single-document atomic updates (`$inc`, `$push`, `$pull`, `$max`,
 //! `$setOnInsert`, upserts), `findAndModify`, secondary indexes and `$match`/`$group`/`$sum`
 //! aggregations. No multi-document transactions: FerretDB lacks them, and the spend protocol
 //! below does not need them.
@@ -261,8 +262,30 @@ async fn index(
     Ok(())
 }
 
+/// The FerretDB version behind `build_info` when it is a 1.x release without isolated writes.
+/// Those read a document, change it in Go and write it back by `_id` with no transaction
+/// (FerretDB#3040), so two concurrent updates of one document keep only one of them: lost
+/// timeline steps, lost spend. `deploy/local` builds FerretDB with a patch that serialises
+/// such writes and says so in `buildInfo`.
+fn unisolated_ferretdb(build_info: &Document) -> Option<&str> {
+    let version = build_info.get_str("ferretdbVersion").ok()?;
+    let isolated = build_info.get_bool("isolatedWrites").unwrap_or(false);
+    (version.starts_with("v1.") && !isolated).then_some(version)
+}
+
 impl Store for MongoStore {
     async fn init(&self) -> Result<(), StoreError> {
+        // A warning, not a refusal: one writer at a time (a single `switchyard dev`) is safe.
+        if let Ok(info) = self.database.run_command(doc! { "buildInfo": 1 }).await
+            && let Some(version) = unisolated_ferretdb(&info)
+        {
+            tracing::warn!(
+                message = "FerretDB 1.x does not isolate concurrent updates of a document: \
+                           with more than one writer, job steps and spend can be lost. Use \
+                           MongoDB, or FerretDB built by deploy/local (patched).",
+                ferretdb = version
+            );
+        }
         let results = self.collection("results");
         index(&results, doc! { "finished_at": 1 }, false).await?;
         index(&results, doc! { "tenant_id": 1, "finished_at": 1 }, false).await?;
@@ -859,5 +882,17 @@ mod tests {
         let redacted = redact(&text, uri);
         assert!(!redacted.contains("s3cret"), "{redacted}");
         assert!(!redacted.contains("db.internal"), "{redacted}");
+    }
+
+    #[test]
+    fn only_unpatched_ferretdb_1_is_warned_about() {
+        let mongodb = doc! { "version": "7.0.14", "ok": 1.0 };
+        let upstream = doc! { "version": "7.0.42", "ferretdbVersion": "v1.24.2" };
+        let patched = doc! { "ferretdbVersion": "v1.24.2", "isolatedWrites": true };
+        let two = doc! { "ferretdbVersion": "v2.1.0" };
+        assert_eq!(unisolated_ferretdb(&mongodb), None);
+        assert_eq!(unisolated_ferretdb(&upstream), Some("v1.24.2"));
+        assert_eq!(unisolated_ferretdb(&patched), None);
+        assert_eq!(unisolated_ferretdb(&two), None);
     }
 }
