@@ -5,9 +5,13 @@
 //! downgrade is chosen past the budget (LiteLLM has charged over-budget keys through
 //! fallbacks), and the fallbacks a decision hands on keep within the same limit.
 //!
-//! Budgets are soft by what is in flight: spend moves when workers finish (and the router
-//! caches it for a few seconds), so jobs routed meanwhile are not reserved against it. A
-//! reservation per routed estimate is the next step.
+//! The ledger's totals move only when workers finish (and the router caches them for a few
+//! seconds), so each routed job's estimated cost is held against its tenant's budget for the
+//! budget's `reserve_for` ([`Reservations`]): a burst routed within one spend read cannot all
+//! pass a budget that pays for only some of it.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use rust_decimal::Decimal;
 use switchyard_core::contracts::{ErrorClass, Optimize};
@@ -22,6 +26,106 @@ use crate::policy::{
 pub struct Spent {
     pub day: Decimal,
     pub month: Decimal,
+    /// Estimates of jobs routed lately whose charges the totals may not show yet; counted
+    /// against the day and the month alike.
+    pub in_flight: Decimal,
+}
+
+/// Estimated costs of the jobs a router routed lately, per tenant, in one-second buckets (a
+/// busy tenant holds a few dozen entries, not one per job).
+///
+/// A reservation is held for the budget's `reserve_for` after routing, whether or not its
+/// charge has landed meanwhile: a charge already in the totals counts twice until then, which
+/// errs on the budget's side. Each router holds its own; routers sharing tenants each see
+/// only what they routed.
+#[derive(Debug, Default)]
+pub struct Reservations {
+    by_tenant: HashMap<TenantId, Held>,
+    swept_at: Option<Instant>,
+}
+
+#[derive(Debug, Default)]
+struct Held {
+    /// (bucket start, estimates reserved in it), oldest first.
+    buckets: VecDeque<(Instant, Decimal)>,
+    total: Decimal,
+    window: Duration,
+}
+
+const BUCKET: Duration = Duration::from_secs(1);
+
+impl Held {
+    /// Drops the buckets whose newest reservation is older than `window`.
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(start, sum)) = self.buckets.front() {
+            if now.saturating_duration_since(start) < self.window + BUCKET {
+                break;
+            }
+            self.buckets.pop_front();
+            self.total -= sum;
+        }
+    }
+}
+
+impl Reservations {
+    /// Holds `cost` against `tenant` for `window`.
+    pub fn reserve(&mut self, tenant: &TenantId, cost: Decimal, window: Duration, now: Instant) {
+        if cost <= Decimal::ZERO || window.is_zero() {
+            return;
+        }
+        self.sweep(now);
+        let held = self.by_tenant.entry(tenant.clone()).or_default();
+        held.window = window;
+        match held.buckets.back_mut() {
+            Some((start, sum)) if now.saturating_duration_since(*start) < BUCKET => *sum += cost,
+            _ => held.buckets.push_back((now, cost)),
+        }
+        held.total += cost;
+    }
+
+    /// What `tenant`'s reservations of the last `window` add up to.
+    pub fn held(&mut self, tenant: &TenantId, window: Duration, now: Instant) -> Decimal {
+        let Some(held) = self.by_tenant.get_mut(tenant) else {
+            return Decimal::ZERO;
+        };
+        held.window = window;
+        held.expire(now);
+        held.total
+    }
+
+    /// `spent` with what `tenant` holds in flight.
+    pub fn add_to(
+        &mut self,
+        spent: Spent,
+        tenant: &TenantId,
+        window: Duration,
+        now: Instant,
+    ) -> Spent {
+        Spent {
+            in_flight: self.held(tenant, window, now),
+            ..spent
+        }
+    }
+
+    /// Tenants that stopped sending are forgotten, once a minute.
+    fn sweep(&mut self, now: Instant) {
+        if self
+            .swept_at
+            .is_some_and(|at| now.saturating_duration_since(at) < Duration::from_secs(60))
+        {
+            return;
+        }
+        self.swept_at = Some(now);
+        self.by_tenant.retain(|_, held| {
+            held.expire(now);
+            !held.buckets.is_empty()
+        });
+    }
+
+    /// Tenants with something held.
+    pub fn tenants(&self) -> usize {
+        self.by_tenant.len()
+    }
 }
 
 /// Why a job is not routed.
@@ -49,10 +153,12 @@ pub fn budget_for<'a>(
 
 /// Money left under `budget`, and which limit binds (`daily`, `monthly`).
 pub fn remaining(budget: &Budget, spent: Spent) -> Option<(Decimal, &'static str)> {
-    let day = budget.daily_usd.map(|limit| (limit - spent.day, "daily"));
+    let day = budget
+        .daily_usd
+        .map(|limit| (limit - spent.day - spent.in_flight, "daily"));
     let month = budget
         .monthly_usd
-        .map(|limit| (limit - spent.month, "monthly"));
+        .map(|limit| (limit - spent.month - spent.in_flight, "monthly"));
     match (day, month) {
         (Some(d), Some(m)) => Some(if m.0 < d.0 { m } else { d }),
         (d, m) => d.or(m),
@@ -81,14 +187,22 @@ pub fn route(
     let Some(budget) = budget_for(&policy.budgets, &job.tenant, &job.plan) else {
         return Ok(decided);
     };
-    let Some((left, which)) = spent.and_then(|spent| remaining(budget, spent)) else {
+    let Some(spent) = spent else {
+        return Ok(decided);
+    };
+    let Some((left, which)) = remaining(budget, spent) else {
         return Ok(decided);
     };
     if decided.estimated_cost_usd <= left {
         return Ok(decided);
     }
+    let held = if spent.in_flight > Decimal::ZERO {
+        format!(" (${} is held for jobs in flight)", spent.in_flight)
+    } else {
+        String::new()
+    };
     let over = format!(
-        "tenant {} has ${} left of its {which} budget; {} would cost ${}",
+        "tenant {} has ${} left of its {which} budget{held}; {} would cost ${}",
         job.tenant,
         left.max(Decimal::ZERO),
         decided.backend_id,
@@ -166,6 +280,7 @@ mod tests {
                 daily_usd: Some(usd("1.00")),
                 monthly_usd: Some(usd("10.00")),
                 on_exceed,
+                reserve_for: Duration::from_secs(120),
             }],
         }
     }
@@ -203,7 +318,67 @@ mod tests {
         Some(Spent {
             day: usd(day),
             month: usd(month),
+            in_flight: Decimal::ZERO,
         })
+    }
+
+    #[test]
+    fn what_is_in_flight_counts_against_the_day_and_the_month() {
+        let held = Spent {
+            in_flight: usd("0.75"),
+            ..spent("0.10", "2").unwrap()
+        };
+        // $0.15 left of the day: premium ($0.30) does not fit, mid ($0.05) does.
+        let routed = check(OnExceed::Downgrade, &["mid", "small"], Some(held));
+        assert!(routed.starts_with("mid ("), "{routed}");
+        assert!(
+            routed.contains("$0.15 left of its daily budget ($0.75 is held for jobs in flight)"),
+            "{routed}"
+        );
+        let month = Spent {
+            in_flight: usd("0.05"),
+            ..spent("0", "9.90").unwrap()
+        };
+        let refused = check(OnExceed::Reject, &[], Some(month));
+        assert_eq!(
+            refused,
+            "budget_exceeded: tenant acme has $0.05 left of its monthly budget ($0.05 is held \
+             for jobs in flight); premium would cost $0.30"
+        );
+    }
+
+    #[test]
+    fn reservations_are_held_for_their_window_then_let_go() {
+        let acme = TenantId::new("acme").unwrap();
+        let other = TenantId::new("other").unwrap();
+        let window = Duration::from_secs(10);
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut reservations = Reservations::default();
+        reservations.reserve(&acme, usd("0.30"), window, at(0));
+        reservations.reserve(&acme, usd("0.20"), window, at(900));
+        reservations.reserve(&acme, usd("0.05"), window, at(2_000));
+        reservations.reserve(&other, usd("1"), window, at(0));
+        // Nothing costs nothing, and a zero window holds nothing.
+        reservations.reserve(&acme, Decimal::ZERO, window, at(2_000));
+        reservations.reserve(&acme, usd("5"), Duration::ZERO, at(2_000));
+        assert_eq!(reservations.held(&acme, window, at(2_000)), usd("0.55"));
+        assert_eq!(reservations.held(&other, window, at(2_000)), usd("1"));
+        // The first bucket (0.30 and 0.20, from 0 and 0.9 s) goes once its newest could be
+        // older than the window: at 11 s, not before.
+        assert_eq!(reservations.held(&acme, window, at(10_999)), usd("0.55"));
+        assert_eq!(reservations.held(&acme, window, at(11_000)), usd("0.05"));
+        assert_eq!(reservations.held(&acme, window, at(13_000)), Decimal::ZERO);
+        let spent = reservations.add_to(spent("1", "2").unwrap(), &other, window, at(500));
+        assert_eq!((spent.day, spent.in_flight), (usd("1"), usd("1")));
+        // A tenant that stopped sending is forgotten by the next sweep, a minute on.
+        reservations.reserve(&acme, usd("0.01"), window, at(60_000));
+        reservations.reserve(&acme, usd("0.01"), window, at(120_000));
+        assert_eq!(reservations.tenants(), 1);
+        assert_eq!(
+            reservations.held(&TenantId::new("nobody").unwrap(), window, at(0)),
+            Decimal::ZERO
+        );
     }
 
     #[test]
@@ -303,6 +478,7 @@ mod tests {
                 daily_usd: Some(usd("100")),
                 monthly_usd: None,
                 on_exceed: OnExceed::Reject,
+                reserve_for: Duration::from_secs(120),
             },
         );
         let found = budget_for(

@@ -27,6 +27,10 @@ pub struct Budget {
     pub daily_usd: Option<Decimal>,
     pub monthly_usd: Option<Decimal>,
     pub on_exceed: OnExceed,
+    /// How long a routed job's estimated cost is held against the budget
+    /// ([`crate::budget::Reservations`]): about the longest a job waits and runs before its
+    /// charge is in the ledger's totals.
+    pub reserve_for: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

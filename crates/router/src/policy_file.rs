@@ -55,7 +55,18 @@ struct RawBudget {
     /// `downgrade` (default) or `reject`.
     #[serde(default)]
     on_exceed: RawOnExceed,
+    /// Seconds a routed job's estimated cost is held against the budget, until its charge can
+    /// be in the ledger's totals; 0 holds nothing.
+    #[serde(default = "default_reserve_for_secs")]
+    reserve_for_secs: u64,
 }
+
+const fn default_reserve_for_secs() -> u64 {
+    120
+}
+
+/// A day: longer would hold yesterday's jobs against today's budget.
+const MAX_RESERVE_FOR_SECS: u64 = 86_400;
 
 #[derive(Clone, Copy, Debug, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -457,6 +468,12 @@ pub fn load_policy(text: &str, origin: &str, catalog: &[Backend]) -> Result<Poli
                 problems.push(format!("`{}`: must not be negative", key(field)));
             }
         }
+        if budget.reserve_for_secs > MAX_RESERVE_FOR_SECS {
+            problems.push(format!(
+                "`{}`: at most {MAX_RESERVE_FOR_SECS} (a day)",
+                key("reserve_for_secs")
+            ));
+        }
         match scope {
             Ok(scope) => budgets.push(Budget {
                 scope,
@@ -466,6 +483,7 @@ pub fn load_policy(text: &str, origin: &str, catalog: &[Backend]) -> Result<Poli
                     RawOnExceed::Downgrade => OnExceed::Downgrade,
                     RawOnExceed::Reject => OnExceed::Reject,
                 },
+                reserve_for: Duration::from_secs(budget.reserve_for_secs),
             }),
             Err(problem) => problems.push(problem),
         }
@@ -519,6 +537,10 @@ mod tests {
             strategy = "cheapest"
             pin = "gpt-5"
             match = { plans = ["Pro!"] }
+            [[budgets]]
+            plan = "pro"
+            daily_usd = "-1"
+            reserve_for_secs = 86401
         "#;
         let error = load_policy(text, "test", &catalog()).unwrap_err();
         let all = error.problems.join("\n");
@@ -529,6 +551,8 @@ mod tests {
             "`rules[1].fallbacks`: backend `ghost` is not in the catalog",
             "`rules[2].pin`: only a pinned rule takes `pin`",
             "`rules[2].match.plans`: `Pro!` is not a valid name",
+            "`budgets[0].daily_usd`: must not be negative",
+            "`budgets[0].reserve_for_secs`: at most 86400 (a day)",
         ] {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }

@@ -189,6 +189,7 @@ pub struct Router<B, S> {
     live: Arc<Mutex<LiveState>>,
     spend: S,
     spend_cache: Mutex<HashMap<TenantId, (Instant, Option<Spent>)>>,
+    reservations: Mutex<budget::Reservations>,
     settings: RouterSettings,
     classifying: Option<Classifying>,
 }
@@ -220,6 +221,7 @@ impl<B: Bus, S: SpendSource> Router<B, S> {
             live,
             spend,
             spend_cache: Mutex::new(HashMap::new()),
+            reservations: Mutex::new(budget::Reservations::default()),
             settings,
             classifying: None,
         }
@@ -308,14 +310,38 @@ impl<B: Bus, S: SpendSource> Router<B, S> {
         let mut states =
             estimate::backend_states(&self.catalog, &self.rates, &facts, max_tokens(&job.task));
         lock(&self.live).apply(&mut states, Instant::now());
-        let spent = self.spent(&job.tenant_id, &job.plan, policy).await;
+        let read = self.spent(&job.tenant_id, &job.plan, policy).await;
+        let window = budget::budget_for(&policy.budgets, &job.tenant_id, &job.plan)
+            .map_or(Duration::ZERO, |b| b.reserve_for);
         // A tenant with nothing left is not charged for advice on where to spend it.
-        let broke = budget::exhausted(&facts, policy, spent);
+        let broke = budget::exhausted(
+            &facts,
+            policy,
+            read.map(|read| {
+                lock(&self.reservations).add_to(read, &job.tenant_id, window, Instant::now())
+            }),
+        );
         while let Some(rule) = policy::awaiting_classifier(&facts, policy, &states) {
             let verdict = self.verdict(job, rule, broke.as_deref()).await?;
             facts.verdicts.push(verdict);
         }
-        let choice = match budget::route(&facts, policy, &states, spent) {
+        let (routed, spent) = match read {
+            // No budget applies (or the ledger could not say): nothing to hold.
+            None => (budget::route(&facts, policy, &states, None), None),
+            // Checked and held under one lock: two jobs of a tenant routed at once cannot both
+            // take the last of its budget.
+            Some(read) => {
+                let mut reservations = lock(&self.reservations);
+                let now = Instant::now();
+                let spent = Some(reservations.add_to(read, &job.tenant_id, window, now));
+                let routed = budget::route(&facts, policy, &states, spent);
+                if let Ok(choice) = &routed {
+                    reservations.reserve(&job.tenant_id, choice.estimated_cost_usd, window, now);
+                }
+                (routed, spent)
+            }
+        };
+        let choice = match routed {
             Ok(choice) => choice,
             // Only cooling or saturated backends stood in the way: that passes, so the job
             // waits (retry with backoff) instead of going to the dead-letter queue.
@@ -628,6 +654,7 @@ pub fn spent_from_micros(day: switchyard_core::Micros, month: switchyard_core::M
     Spent {
         day: day.to_usd(),
         month: month.to_usd(),
+        in_flight: rust_decimal::Decimal::ZERO,
     }
 }
 

@@ -48,7 +48,11 @@ struct FixedSpend(&'static str);
 impl SpendSource for FixedSpend {
     async fn spent(&self, _tenant: &TenantId) -> Result<Spent, String> {
         let day = self.0.parse().unwrap();
-        Ok(Spent { day, month: day })
+        Ok(Spent {
+            day,
+            month: day,
+            in_flight: rust_decimal::Decimal::ZERO,
+        })
     }
 }
 
@@ -233,6 +237,63 @@ async fn an_exhausted_budget_is_refused_with_the_reason() {
     );
     running.shutdown.cancel();
     running.task.await.unwrap();
+}
+
+/// The ledger shows nothing yet (every job is still in flight): a burst of jobs cannot all
+/// pass a budget that pays for two of them.
+#[tokio::test]
+async fn a_burst_is_held_against_the_budget_before_the_ledger_shows_it() {
+    let config = config();
+    let job = example("job.chat.json");
+    let decided = {
+        let policy = load_policy(BUDGETED, "test", &config.backends).unwrap();
+        let facts = JobFacts::from_job(&job);
+        // The router estimates with what the job asks for at most.
+        let Task::Chat(chat) = &job.task else {
+            panic!("a chat job")
+        };
+        let states = backend_states(
+            &config.backends,
+            &config.rates,
+            &facts,
+            chat.params.max_tokens,
+        );
+        switchyard_router::budget::route(&facts, &policy, &states, None).unwrap()
+    };
+    let cost = decided.estimated_cost_usd;
+    let two_and_a_half = cost * rust_decimal::Decimal::new(25, 1);
+    let policy = BUDGETED.replace("\"5.00\"", &format!("\"{two_and_a_half}\""));
+    let running = start(&policy, None, FixedSpend("0")).await;
+    for _ in 0..5 {
+        let mut job = job.clone();
+        job.job_id = JobId::new();
+        submit(&running.bus, &job).await;
+    }
+    let dlq = job.priority.queue().dead_letter();
+    for _ in 0..3 {
+        let (letter, _): (DeadLetter, _) = next_on(&running.bus, &dlq).await;
+        assert_eq!(letter.error_class, ErrorClass::BudgetExceeded);
+        assert!(
+            letter.reason.contains(" is held for jobs in flight); "),
+            "{}",
+            letter.reason
+        );
+    }
+    for _ in 0..2 {
+        let (routed, _): (RoutedJob, _) = next_on(&running.bus, &decided.queue).await;
+        assert_eq!(routed.decision.estimated_cost_usd, cost);
+    }
+    // Shutdown finishes what is in flight: nothing else was routed or refused.
+    running.shutdown.cancel();
+    running.task.await.unwrap();
+    let mut left = running.bus.depth(&dlq).await.unwrap().ready;
+    for backend in &config.backends {
+        left += running.bus.depth(&backend.queue).await.unwrap().ready;
+    }
+    assert_eq!(
+        left, 0,
+        "two jobs fit the budget at {cost} each, three did not"
+    );
 }
 
 #[tokio::test]
