@@ -1,8 +1,12 @@
 //! Jobs through the router: publish job envelopes to the tier queues, run the router worker
 //! (the same handler and runtime `switchyard router` runs), and time their arrival on the
-//! backend queues. Baseline in the same run: the same envelopes published to one queue and
-//! consumed straight off it (bus transit, decode and validation, no router), so the difference
-//! is what routing adds.
+//! backend queues. Two references in the same run:
+//! - baseline (bus only): the same envelopes published to one queue and consumed straight off
+//!   it (one hop, decode and validation, no router);
+//! - relay (two hops): the same envelopes forwarded from the tier queues to the backend queues
+//!   as they came, with no decode and no policy, and read off there by the same sink. This is
+//!   the ceiling of any router on the machine. On Kafka it shows what the broker's second hop
+//!   costs when the broker shares the cores.
 //!
 //! `router-throughput --transport memory --jobs 200000`
 //! `router-throughput --transport memory --jobs 100000 --rate 10000` (added latency at 10k/s)
@@ -12,6 +16,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -72,6 +77,7 @@ struct Args {
 
 const RUN: &str = "loadtest_run";
 const SINK_GROUP: &str = "loadtest-sink";
+const RELAY_SINK_GROUP: &str = "loadtest-relay-sink";
 const JOBS: [&str; 4] = [
     "job.chat.json",
     "job.classify.json",
@@ -211,6 +217,83 @@ struct Routed {
     job: Arrived,
 }
 
+/// How a sink reads what arrives.
+#[derive(Clone, Copy)]
+enum Arrival {
+    /// A job envelope, decoded and validated as the router would (the baseline).
+    Validated,
+    /// A job envelope as the relay forwarded it: only the fields the sink times.
+    Relayed,
+    /// A routed job: only the fields the sink times. The workers' decode is their own CPU.
+    Routed,
+}
+
+impl Arrival {
+    fn read(self, body: &[u8]) -> Option<Arrived> {
+        match self {
+            Arrival::Validated => contracts::decode::<JobEnvelope>(body, 1 << 20)
+                .ok()
+                .map(|job| Arrived {
+                    job_id: job.job_id,
+                    submitted_at: job.submitted_at,
+                    metadata: job.metadata,
+                }),
+            Arrival::Relayed => serde_json::from_slice(body).ok(),
+            Arrival::Routed => serde_json::from_slice::<Routed>(body).ok().map(|r| r.job),
+        }
+    }
+}
+
+/// The two hops of routing with nothing in between: each delivery's bytes are published to the
+/// next of `to` (backends in turn, so the sink reads as many queues as the router's) and
+/// acked once that publish is confirmed, `concurrency` at a time, as the runtime does.
+async fn relay<B: Bus, C: Consumer>(
+    bus: B,
+    mut consumer: C,
+    to: Vec<QueueName>,
+    concurrency: usize,
+    counters: Arc<Counters>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let slots = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut turn = 0;
+    loop {
+        let permit = tokio::select! {
+            () = shutdown.cancelled() => break,
+            permit = slots.clone().acquire_owned() => permit?,
+        };
+        while tasks.try_join_next().is_some() {}
+        let delivery = tokio::select! {
+            () = shutdown.cancelled() => break,
+            next = consumer.next() => match next? {
+                Some(delivery) => delivery,
+                None => break,
+            },
+        };
+        counters.received.fetch_add(1, Ordering::Relaxed);
+        let queue = to[turn % to.len()].clone();
+        turn += 1;
+        let (bus, counters) = (bus.clone(), counters.clone());
+        tasks.spawn(async move {
+            let mut message = Outgoing::new(delivery.body());
+            if let Some(key) = delivery.key() {
+                message = message.with_key(key);
+            }
+            bus.publish(&queue, message).await?;
+            delivery.ack().await?;
+            counters.acked.fetch_add(1, Ordering::Relaxed);
+            drop(permit);
+            anyhow::Ok(())
+        });
+    }
+    while let Some(task) = tasks.join_next().await {
+        task??;
+    }
+    consumer.close().await;
+    Ok(())
+}
+
 #[derive(Deserialize)]
 struct Arrived {
     job_id: JobId,
@@ -225,15 +308,16 @@ struct Arrived {
 async fn collect<B: Bus>(
     bus: &B,
     queues: &[QueueName],
+    group: &str,
     n: usize,
     run_id: &str,
-    routed: bool,
+    arrival: Arrival,
 ) -> anyhow::Result<Phase> {
     let (arrivals, mut arrived) = tokio::sync::mpsc::unbounded_channel();
     let stop = CancellationToken::new();
     let mut readers = tokio::task::JoinSet::new();
     for queue in queues {
-        let mut consumer = bus.consume(queue, SINK_GROUP).await?;
+        let mut consumer = bus.consume(queue, group).await?;
         let (arrivals, stop) = (arrivals.clone(), stop.clone());
         readers.spawn(async move {
             loop {
@@ -245,22 +329,7 @@ async fn collect<B: Bus>(
                     },
                 };
                 let now = Utc::now();
-                // The baseline's consumer decodes as the router does (validated); the sink of
-                // routed jobs stands in for the workers, whose decode is their own CPU, so it
-                // reads only what it times.
-                let job = if routed {
-                    serde_json::from_slice::<Routed>(delivery.body())
-                        .ok()
-                        .map(|r| r.job)
-                } else {
-                    contracts::decode::<JobEnvelope>(delivery.body(), 1 << 20)
-                        .ok()
-                        .map(|job| Arrived {
-                            job_id: job.job_id,
-                            submitted_at: job.submitted_at,
-                            metadata: job.metadata,
-                        })
-                };
+                let job = arrival.read(delivery.body());
                 delivery.ack().await?;
                 if let Some(job) = job {
                     let _ = arrivals.send((job, now));
@@ -296,6 +365,75 @@ async fn collect<B: Bus>(
     })
 }
 
+/// One pass through two hops: `start` reads the tier queues as `group` (what it spawns is the
+/// router or the relay) and a sink reads the backend queues as `sink_group`. Prefilled, the
+/// jobs are published first and `start`'s counters time the drain; otherwise they are
+/// published while it runs.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call per phase, each argument named"
+)]
+async fn two_hops<B: Bus>(
+    bus: &B,
+    args: &Args,
+    run_id: &str,
+    config: &Config,
+    (group, sink_group): (&str, &str),
+    arrival: Arrival,
+    start_at_end: &impl Fn(&QueueName, &str) -> anyhow::Result<()>,
+    start: impl FnOnce(
+        WeightedConsumer<B::Consumer>,
+        Arc<Counters>,
+        CancellationToken,
+    ) -> tokio::task::JoinHandle<anyhow::Result<()>>,
+) -> anyhow::Result<(Phase, Arc<Counters>)> {
+    let backend_queues: Vec<QueueName> = config.backends.iter().map(|b| b.queue.clone()).collect();
+    for tier in Tier::ALL {
+        start_at_end(&tier.queue(), group)?;
+    }
+    for queue in &backend_queues {
+        start_at_end(queue, sink_group)?;
+    }
+    if args.prefill {
+        publish(bus, args, run_id, |job| job.priority.queue()).await?;
+    }
+    let mut consumers = Vec::new();
+    for tier in Tier::ALL {
+        let weight = config.tier_weights.get(&tier).copied().unwrap_or(1);
+        consumers.push((weight, bus.consume(&tier.queue(), group).await?));
+    }
+    let shutdown = CancellationToken::new();
+    let counters = Arc::new(Counters::default());
+    let running = start(
+        WeightedConsumer::new(consumers),
+        counters.clone(),
+        shutdown.clone(),
+    );
+    let collecting = collect(bus, &backend_queues, sink_group, args.jobs, run_id, arrival);
+    let phase = if args.prefill {
+        // The sink joins its groups after the consumer has started, so the first jobs through
+        // wait for it in a heap: its arrival times would flatter the pass. The counters time
+        // the drain instead; the sink still checks every job arrived.
+        let (arrived, (drained, steady)) =
+            tokio::join!(collecting, drain_time(&counters, args.jobs as u64));
+        Phase {
+            elapsed: drained,
+            second_half: Some(steady),
+            ..arrived?
+        }
+    } else {
+        let (arrived, published) = tokio::join!(
+            collecting,
+            publish(bus, args, run_id, |job| job.priority.queue()),
+        );
+        published?;
+        arrived?
+    };
+    shutdown.cancel();
+    running.await??;
+    Ok((phase, counters))
+}
+
 /// `start_at_end(queue, group)` makes `group` skip what `queue` already holds.
 async fn run<B: Bus>(
     bus: B,
@@ -307,27 +445,21 @@ async fn run<B: Bus>(
     let config = Config::from_parts(&text, "example", &[], Some(&root))?;
     let run_id = ulid::Ulid::new().to_string();
     let backend_queues: Vec<QueueName> = config.backends.iter().map(|b| b.queue.clone()).collect();
-    let tier_queues: Vec<QueueName> = Tier::ALL.iter().map(|t| t.queue()).collect();
     let direct = QueueName::new(format!("loadtest.direct.{}", run_id.to_ascii_lowercase()))
         .map_err(anyhow::Error::msg)?;
     let mut queues = backend_queues.clone();
-    queues.extend(tier_queues.iter().cloned());
+    queues.extend(Tier::ALL.iter().map(|t| t.queue()));
     queues.push(direct.clone());
     bus.ensure(&queues).await?;
-    for queue in &tier_queues {
-        start_at_end(queue, "router")?;
-    }
-    for queue in &backend_queues {
-        start_at_end(queue, SINK_GROUP)?;
-    }
 
     // Baseline: the same envelopes, bus transit plus the consumer's decode, no router.
     let collecting = collect(
         &bus,
         std::slice::from_ref(&direct),
+        SINK_GROUP,
         args.jobs,
         &run_id,
-        false,
+        Arrival::Validated,
     );
     let publishing = publish(&bus, args, &run_id, |_| direct.clone());
     let baseline = if args.prefill {
@@ -338,12 +470,26 @@ async fn run<B: Bus>(
         published?;
         baseline?
     };
-    if args.prefill {
-        publish(&bus, args, &run_id, |job| job.priority.queue()).await?;
-    }
+
+    // Each pass tags its jobs with its own run id, so no sink counts another pass's jobs.
+    let relay_run = format!("{run_id}-relay");
+    let (relayed, _) = two_hops(
+        &bus,
+        args,
+        &relay_run,
+        &config,
+        ("relay", RELAY_SINK_GROUP),
+        Arrival::Relayed,
+        &start_at_end,
+        |consumer, counters, shutdown| {
+            let (bus, to, concurrency) = (bus.clone(), backend_queues.clone(), args.concurrency);
+            tokio::spawn(relay(bus, consumer, to, concurrency, counters, shutdown))
+        },
+    )
+    .await?;
 
     let policy = load_policy(DEFAULT_POLICY_TOML, "default", &config.backends)?;
-    let router = Router::new(
+    let router = Arc::new(Router::new(
         bus.clone(),
         config.backends.clone().into(),
         Arc::new(config.rates.clone()),
@@ -351,47 +497,27 @@ async fn run<B: Bus>(
         Arc::new(Mutex::new(LiveState::default())),
         NoSpend,
         RouterSettings::default(),
-    );
-    let mut consumers = Vec::new();
-    for tier in Tier::ALL {
-        let weight = config.tier_weights.get(&tier).copied().unwrap_or(1);
-        consumers.push((weight, bus.consume(&tier.queue(), "router").await?));
-    }
-    let shutdown = CancellationToken::new();
-    let counters = Arc::new(Counters::default());
+    ));
     let settings = Settings {
         concurrency: args.concurrency,
         ..Settings::default()
     };
-    let routing = tokio::spawn(runtime::run(
-        WeightedConsumer::new(consumers),
-        Arc::new(router),
-        settings,
-        counters.clone(),
-        shutdown.clone(),
-    ));
-    let collecting = collect(&bus, &backend_queues, args.jobs, &run_id, true);
-    let routed = if args.prefill {
-        // The sink joins its groups after the router has started, so the first routed jobs
-        // wait for it in a heap: its arrival times would flatter the router. The router's own
-        // counters time the drain instead; the sink still checks every job arrived.
-        let (routed, (drained, steady)) =
-            tokio::join!(collecting, drain_time(&counters, args.jobs as u64));
-        Phase {
-            elapsed: drained,
-            second_half: Some(steady),
-            ..routed?
-        }
-    } else {
-        let (routed, published) = tokio::join!(
-            collecting,
-            publish(&bus, args, &run_id, |job| job.priority.queue()),
-        );
-        published?;
-        routed?
-    };
-    shutdown.cancel();
-    routing.await??;
+    let (routed, counters) = two_hops(
+        &bus,
+        args,
+        &run_id,
+        &config,
+        ("router", SINK_GROUP),
+        Arrival::Routed,
+        &start_at_end,
+        |consumer, counters, shutdown| {
+            tokio::spawn(async move {
+                runtime::run(consumer, router, settings, counters, shutdown).await?;
+                anyhow::Ok(())
+            })
+        },
+    )
+    .await?;
 
     let mut out = std::io::stdout().lock();
     writeln!(
@@ -405,6 +531,7 @@ async fn run<B: Bus>(
     )?;
     for (name, mut phase) in [
         ("baseline (bus only)", baseline),
+        ("relay (two hops)", relayed),
         ("through the router", routed),
     ] {
         phase.latencies_us.sort_unstable();
@@ -417,7 +544,7 @@ async fn run<B: Bus>(
             match phase.second_half {
                 Some(steady) => writeln!(
                     out,
-                    "{name:<20} {rate:>8.0} jobs/s  (prefilled: the router's drain, first delivery to last ack; second half {steady:.0} jobs/s)"
+                    "{name:<20} {rate:>8.0} jobs/s  (prefilled: its drain, first delivery to last ack; second half {steady:.0} jobs/s)"
                 )?,
                 None => writeln!(
                     out,
