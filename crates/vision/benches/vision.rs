@@ -1,10 +1,20 @@
 //! The vision hot paths without ONNX Runtime: letterboxing (OpenCV-exact bilinear resize into
-//! the NCHW tensor) and postprocessing (best class, NMS, scaling back).
+//! the NCHW tensor), postprocessing (best class, NMS, scaling back) and, given real photos,
+//! decoding them.
 //!
 //!     cargo bench -p switchyard-vision --bench vision
+//!     SWITCHYARD_BENCH_PHOTOS=DIR cargo bench -p switchyard-vision --bench vision -- decode
+//!
+//! (`tools/vision/sample_images.py DIR --photos-only` writes the benchmark's photos.)
 //!
 //! Baselines in the same run: a plain `fill` of the tensor slot (the memory-bandwidth floor of
-//! writing 640×640×3 floats) and a scan of the class rows without NMS.
+//! writing 640×640×3 floats), a scan of the class rows without NMS, and a copy of each photo's
+//! decoded pixels.
+
+#![expect(
+    clippy::expect_used,
+    reason = "a benchmark without its photos has nothing to measure"
+)]
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
@@ -107,5 +117,34 @@ fn nms(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, letterbox, nms);
+/// Each photo in `SWITCHYARD_BENCH_PHOTOS`, bytes to upright RGB8 (what the pipeline's decode
+/// stage does), against a copy of its decoded pixels.
+fn decode(c: &mut Criterion) {
+    let Some(dir) = std::env::var_os("SWITCHYARD_BENCH_PHOTOS") else {
+        let _ = writeln!(
+            std::io::stderr(),
+            "decode bench skipped: set SWITCHYARD_BENCH_PHOTOS to a directory of photos"
+        );
+        return;
+    };
+    let mut photos: Vec<_> = std::fs::read_dir(dir)
+        .expect("SWITCHYARD_BENCH_PHOTOS is readable")
+        .map(|entry| entry.expect("a directory entry").path())
+        .collect();
+    photos.sort();
+    for path in photos {
+        let bytes = std::fs::read(&path).expect("a readable photo");
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let rgb = switchyard_vision::decode::decode(&bytes, u64::MAX).expect("a decodable photo");
+        let label = format!("{name} {}x{}", rgb.width, rgb.height);
+        c.bench_function(&format!("decode {label}"), |b| {
+            b.iter(|| switchyard_vision::decode::decode(black_box(&bytes), u64::MAX));
+        });
+        c.bench_function(&format!("baseline: copy {label}"), |b| {
+            b.iter(|| black_box(&rgb.pixels).clone());
+        });
+    }
+}
+
+criterion_group!(benches, letterbox, nms, decode);
 criterion_main!(benches);
