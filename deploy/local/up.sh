@@ -56,6 +56,7 @@ overall_start="$(sy_now)"
 declare -A install_note install_secs start_note start_secs launched_at
 
 # --- Phase 1: installs (sequential; each is cached) -------------------------
+sy_log "nasm (build tool for the JPEG decoder's SIMD): $(sy_install_nasm)"
 for svc in "${services[@]}"; do
   t0="$(sy_now)"
   case "$svc" in
