@@ -3,8 +3,9 @@
 //! since it opened, whichever comes first. One thread owns the session; callers preprocess on
 //! their own threads and postprocess after, so both overlap with the next batch's inference.
 
+use std::ops::Range;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
@@ -31,13 +32,46 @@ impl Default for BatchSettings {
 #[derive(Debug)]
 pub struct Inferred {
     pub anchors: usize,
-    /// `(4 + nc) × anchors`.
-    pub output: Vec<f32>,
+    /// The whole batch's output, shared by its images rather than copied out for each.
+    batch_output: Arc<Vec<f32>>,
+    range: Range<usize>,
     pub batch_size: usize,
     /// The whole batch's run.
     pub batch_time: Duration,
     /// From submission to the start of the run.
     pub queued: Duration,
+}
+
+impl Inferred {
+    /// This image's rows of the output: `(4 + nc) × anchors` floats.
+    pub fn output(&self) -> &[f32] {
+        &self.batch_output[self.range.clone()]
+    }
+}
+
+/// Tensor slots handed back once their batch has run. A fresh slot is megabytes of zeroed pages
+/// that fault in one by one as the letterbox writes them; a recycled one is already mapped.
+#[derive(Debug)]
+struct Slots {
+    free: Mutex<Vec<Vec<f32>>>,
+    keep: usize,
+}
+
+impl Slots {
+    fn take(&self, len: usize) -> Vec<f32> {
+        let recycled = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        match recycled {
+            Some(slot) if slot.len() == len => slot,
+            _ => vec![0.0; len],
+        }
+    }
+
+    fn give(&self, slot: Vec<f32>) {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        if free.len() < self.keep {
+            free.push(slot);
+        }
+    }
 }
 
 struct Request {
@@ -53,6 +87,7 @@ pub struct Batcher {
     sender: SyncSender<Request>,
     info: Arc<ModelInfo>,
     max_batch: usize,
+    slots: Arc<Slots>,
 }
 
 impl Batcher {
@@ -73,9 +108,15 @@ impl Batcher {
         // Room for a few batches: producers wait (backpressure) rather than pile up tensors.
         let (sender, receiver) = mpsc::sync_channel(max_batch * 4);
         let delay = settings.max_queue_delay;
+        // As many slots as can be queued, in a batch and being written at once.
+        let slots = Arc::new(Slots {
+            free: Mutex::new(Vec::new()),
+            keep: max_batch * 6,
+        });
+        let returned = slots.clone();
         std::thread::Builder::new()
             .name("switchyard-infer".into())
-            .spawn(move || run(detector, &receiver, max_batch, delay))
+            .spawn(move || run(detector, &receiver, max_batch, delay, &returned))
             .map_err(|error| {
                 ModelError::Inference(format!("cannot start the inference thread: {error}"))
             })?;
@@ -83,6 +124,7 @@ impl Batcher {
             sender,
             info,
             max_batch,
+            slots,
         })
     }
 
@@ -97,6 +139,12 @@ impl Batcher {
     /// The floats one image's slot takes.
     pub fn slot_len(&self) -> usize {
         3 * self.info.height as usize * self.info.width as usize
+    }
+
+    /// A slot to letterbox one image into, recycled from an earlier image when one is free: its
+    /// contents are that image's, so the caller must write every element (the letterbox does).
+    pub fn slot(&self) -> Vec<f32> {
+        self.slots.take(self.slot_len())
     }
 
     /// Queues one letterboxed image; blocks while the queue is full (call it from a blocking
@@ -132,7 +180,13 @@ fn stopped() -> ModelError {
     ModelError::Inference("the inference thread has stopped".into())
 }
 
-fn run(mut detector: Detector, receiver: &Receiver<Request>, max_batch: usize, delay: Duration) {
+fn run(
+    mut detector: Detector,
+    receiver: &Receiver<Request>,
+    max_batch: usize,
+    delay: Duration,
+    slots: &Slots,
+) {
     let slot = {
         let info = detector.info();
         3 * info.height as usize * info.width as usize
@@ -156,12 +210,18 @@ fn run(mut detector: Detector, receiver: &Receiver<Request>, max_batch: usize, d
                 Err(_) => break,
             }
         }
-        input.clear();
-        for request in &batch {
-            input.extend_from_slice(&request.tensor);
-        }
+        // A batch of one runs on its own slot: copying it would only delay the run.
+        let tensor = if let [only] = batch.as_slice() {
+            &only.tensor
+        } else {
+            input.clear();
+            for request in &batch {
+                input.extend_from_slice(&request.tensor);
+            }
+            &input
+        };
         let started = Instant::now();
-        let result = detector.run(&input, batch.len());
+        let result = detector.run(tensor, batch.len());
         let batch_time = started.elapsed();
         let size = batch.len();
         debug!(
@@ -172,10 +232,13 @@ fn run(mut detector: Detector, receiver: &Receiver<Request>, max_batch: usize, d
         match result {
             Ok((anchors, output)) => {
                 let per = output.len() / size;
+                let output = Arc::new(output);
                 for (i, request) in batch.drain(..).enumerate() {
+                    slots.give(request.tensor);
                     let inferred = Inferred {
                         anchors,
-                        output: output[i * per..(i + 1) * per].to_vec(),
+                        batch_output: output.clone(),
+                        range: i * per..(i + 1) * per,
                         batch_size: size,
                         batch_time,
                         queued: started.saturating_duration_since(request.submitted),
@@ -187,9 +250,44 @@ fn run(mut detector: Detector, receiver: &Receiver<Request>, max_batch: usize, d
             Err(error) => {
                 warn!(message = "Inference failed.", %error, size);
                 for request in batch.drain(..) {
+                    slots.give(request.tensor);
                     let _ = request.reply.send(Err(error.clone()));
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_reused_up_to_the_cap_and_only_at_their_size() {
+        let slots = Slots {
+            free: Mutex::new(Vec::new()),
+            keep: 2,
+        };
+        let first = slots.take(16);
+        assert_eq!(first, vec![0.0; 16]);
+        let address = first.as_ptr();
+        slots.give(first);
+        let again = slots.take(16);
+        assert_eq!(
+            again.as_ptr(),
+            address,
+            "a returned slot is handed out again"
+        );
+        slots.give(again);
+        // A slot of another size (a model with another input) is never handed out.
+        assert_eq!(slots.take(8).len(), 8);
+        for _ in 0..5 {
+            slots.give(vec![1.0; 16]);
+        }
+        assert_eq!(
+            slots.free.lock().unwrap().len(),
+            2,
+            "no more than `keep` are held"
+        );
     }
 }

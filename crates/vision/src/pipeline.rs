@@ -77,7 +77,7 @@ impl Pipeline {
             let t1 = Instant::now();
             let info = batcher.info();
             let geometry = Geometry::new((image.width, image.height), (info.width, info.height));
-            let mut tensor = vec![0.0f32; batcher.slot_len()];
+            let mut tensor = batcher.slot();
             letterbox::letterbox_into(&image.pixels, &geometry, &mut tensor);
             drop(image);
             let t2 = Instant::now();
@@ -96,7 +96,7 @@ impl Pipeline {
             let t0 = Instant::now();
             let nc = info.classes();
             let boxes =
-                nms::postprocess(&inferred.output, nc, inferred.anchors, &params, &geometry);
+                nms::postprocess(inferred.output(), nc, inferred.anchors, &params, &geometry);
             let detections: Vec<Detection> = boxes
                 .into_iter()
                 .map(|b| Detection {
