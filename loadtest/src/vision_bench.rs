@@ -1,7 +1,7 @@
 //! The vision benchmark: per batch size, ONNX Runtime's own throughput on already-prepared
-//! tensors (the physical limit: the model alone), then the whole pipeline (bytes in,
-//! detections out: decode, letterbox, micro-batched inference, NMS) with enough images in
-//! flight to fill batches, and the per-stage milliseconds per image.
+//! tensors (the physical limit: the model alone) and the whole pipeline (bytes in, detections
+//! out: decode, letterbox, micro-batched inference, NMS) with enough images in flight to fill
+//! batches, in alternating rounds; the per-stage milliseconds per image; the medians.
 //!
 //!     vision-bench --model M.onnx --threads 2 --batches 1,2,4,8 IMAGE...
 //!
@@ -34,8 +34,13 @@ struct Args {
     #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
     batches: Vec<usize>,
     /// Images per measurement (the files are cycled).
-    #[arg(long, default_value_t = 144)]
+    #[arg(long, default_value_t = 96)]
     images_per_run: usize,
+    /// Alternating model-only and pipeline measurements per batch size; the summary line gives
+    /// the medians.
+    #[arg(long, default_value_t = 5,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    rounds: usize,
     /// The micro-batcher's wait for a batch to fill.
     #[arg(long, default_value = "5ms", value_parser = humantime_parse)]
     max_queue_delay: Duration,
@@ -90,9 +95,11 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
 
-    // The model alone: the letterboxed tensors are made once, outside the clock.
-    let mut model = detector(&args, true)?;
-    let (h, w) = (model.info().height, model.info().width);
+    // The letterboxed tensors for the model-only runs are made once, outside the clock.
+    let (h, w) = {
+        let model = detector(&args, true)?;
+        (model.info().height, model.info().width)
+    };
     let slot = 3 * h as usize * w as usize;
     let tensors: Vec<Vec<f32>> = files
         .iter()
@@ -104,29 +111,16 @@ fn main() -> anyhow::Result<()> {
             Ok(tensor)
         })
         .collect::<anyhow::Result<_>>()?;
-    let mut model_only = Vec::new();
+
     for &batch in &args.batches {
+        // The model alone (the physical limit) and the whole pipeline, measured in alternating
+        // rounds: this VM's speed drifts by more than the gap being measured, so each round's
+        // ratio compares two measurements taken seconds apart.
+        let mut model = detector(&args, true)?;
         let mut input = Vec::with_capacity(slot * batch);
         for i in 0..batch {
             input.extend_from_slice(&tensors[i % tensors.len()]);
         }
-        model.run(&input, batch)?; // warm-up
-        let runs = args.images_per_run.div_ceil(batch);
-        let started = Instant::now();
-        for _ in 0..runs {
-            model.run(&input, batch)?;
-        }
-        let per_second = (runs * batch) as f64 / started.elapsed().as_secs_f64();
-        model_only.push(per_second);
-        writeln!(
-            out,
-            "{{\"kind\":\"model_only\",\"batch\":{batch},\"images_per_second\":{per_second:.2}}}"
-        )?;
-    }
-    drop(model);
-
-    // The whole pipeline, micro-batched, 2 × batch images in flight.
-    for (&batch, &limit) in args.batches.iter().zip(&model_only) {
         let batcher = Batcher::start(
             detector(&args, !args.no_spin)?,
             BatchSettings {
@@ -152,40 +146,72 @@ fn main() -> anyhow::Result<()> {
                     .await
             })
         };
+        model.run(&input, batch)?; // warm-up
         run(2 * batch); // warm-up
-        let started = Instant::now();
-        let results = run(args.images_per_run);
-        let wall = started.elapsed().as_secs_f64();
-        let mut finished: Vec<Instant> = results.iter().map(|(_, at)| *at).collect();
-        finished.sort();
-        let done: Vec<_> = results
-            .into_iter()
-            .map(|(detected, _)| detected)
-            .collect::<Result<_, _>>()?;
-        let n = done.len() as f64;
-        // A worker serving a queue never empties its pipeline: the rate once it is full, from
-        // the end of the second batch to the end of the last, leaves out the first batch's
-        // unoverlapped decode and the last one's unoverlapped NMS.
-        let skip = 2 * batch;
-        let steady = (finished.len() > skip + batch).then(|| {
-            let span = finished[finished.len() - 1] - finished[skip - 1];
-            (finished.len() - skip) as f64 / span.as_secs_f64()
-        });
-        let mean = |f: &dyn Fn(&switchyard_vision::pipeline::Detected) -> f64| {
-            done.iter().map(f).sum::<f64>() / n
+        let mut rounds = Vec::new();
+        for round in 0..args.rounds {
+            let runs = args.images_per_run.div_ceil(batch);
+            let started = Instant::now();
+            for _ in 0..runs {
+                model.run(&input, batch)?;
+            }
+            let limit = (runs * batch) as f64 / started.elapsed().as_secs_f64();
+
+            let started = Instant::now();
+            let results = run(args.images_per_run);
+            let wall = started.elapsed().as_secs_f64();
+            let mut finished: Vec<Instant> = results.iter().map(|(_, at)| *at).collect();
+            finished.sort();
+            let done: Vec<_> = results
+                .into_iter()
+                .map(|(detected, _)| detected)
+                .collect::<Result<_, _>>()?;
+            let n = done.len() as f64;
+            let per_second = n / wall;
+            // A worker serving a queue never empties its pipeline: the rate once it is full,
+            // from the end of the second batch to the end of the last, leaves out the first
+            // batch's unoverlapped decode and the last one's unoverlapped NMS.
+            let skip = 2 * batch;
+            let steady = if finished.len() > skip + batch {
+                let span = finished[finished.len() - 1] - finished[skip - 1];
+                (finished.len() - skip) as f64 / span.as_secs_f64()
+            } else {
+                per_second
+            };
+            let mean = |f: &dyn Fn(&switchyard_vision::pipeline::Detected) -> f64| {
+                done.iter().map(f).sum::<f64>() / n
+            };
+            writeln!(
+                out,
+                "{{\"kind\":\"round\",\"batch\":{batch},\"round\":{round},\"model_only\":{limit:.2},\"pipeline\":{per_second:.2},\"of_model_only\":{:.3},\"steady\":{steady:.2},\"steady_of_model_only\":{:.3},\"mean_batch\":{:.2},\"ms_per_image\":{{\"decode\":{:.2},\"preprocess\":{:.2},\"inference\":{:.2},\"postprocess\":{:.2}}}}}",
+                per_second / limit,
+                steady / limit,
+                mean(&|d| f64::from(d.detections.batch_size)),
+                mean(&|d| d.detections.timings_ms.decode),
+                mean(&|d| d.detections.timings_ms.preprocess),
+                mean(&|d| d.compute.as_secs_f64() * 1000.0),
+                mean(&|d| d.detections.timings_ms.postprocess),
+            )?;
+            rounds.push((limit, per_second, steady));
+        }
+        let median = |f: &dyn Fn(&(f64, f64, f64)) -> f64| {
+            let mut values: Vec<f64> = rounds.iter().map(f).collect();
+            values.sort_by(f64::total_cmp);
+            values[values.len() / 2]
         };
-        let per_second = n / wall;
-        let steady = steady.unwrap_or(per_second);
         writeln!(
             out,
-            "{{\"kind\":\"pipeline\",\"batch\":{batch},\"images_per_second\":{per_second:.2},\"of_model_only\":{:.3},\"steady_images_per_second\":{steady:.2},\"steady_of_model_only\":{:.3},\"mean_batch\":{:.2},\"ms_per_image\":{{\"decode\":{:.2},\"preprocess\":{:.2},\"inference\":{:.2},\"postprocess\":{:.2}}}}}",
-            per_second / limit,
-            steady / limit,
-            mean(&|d| f64::from(d.detections.batch_size)),
-            mean(&|d| d.detections.timings_ms.decode),
-            mean(&|d| d.detections.timings_ms.preprocess),
-            mean(&|d| d.compute.as_secs_f64() * 1000.0),
-            mean(&|d| d.detections.timings_ms.postprocess),
+            "{{\"kind\":\"summary\",\"batch\":{batch},\"rounds\":{},\"model_only\":{:.2},\"pipeline\":{:.2},\"of_model_only\":{:.3},\"steady_of_model_only\":{:.3},\"of_model_only_range\":[{:.3},{:.3}]}}",
+            rounds.len(),
+            median(&|r| r.0),
+            median(&|r| r.1),
+            median(&|r| r.1 / r.0),
+            median(&|r| r.2 / r.0),
+            rounds
+                .iter()
+                .map(|r| r.1 / r.0)
+                .fold(f64::INFINITY, f64::min),
+            rounds.iter().map(|r| r.1 / r.0).fold(0.0, f64::max),
         )?;
     }
     Ok(())
