@@ -174,11 +174,11 @@ fn main() -> anyhow::Result<()> {
                 let (next, images) = std::sync::mpsc::channel::<usize>();
                 let preparing = scope.spawn(|| -> anyhow::Result<()> {
                     let mut tensor = vec![0.0f32; slot];
+                    let params = NmsParams::default();
                     for i in images {
                         let image = decode::decode(&files[i % files.len()], 100_000_000)?;
                         let geometry = Geometry::new((image.width, image.height), (w, h));
                         letterbox_into(&image.pixels, &geometry, &mut tensor);
-                        let params = NmsParams::default();
                         std::hint::black_box(nms::postprocess(
                             &one_output,
                             nc,
@@ -190,16 +190,28 @@ fn main() -> anyhow::Result<()> {
                     Ok(())
                 });
                 let started = Instant::now();
+                let mut ran = Ok(());
                 for run in 0..runs {
-                    for k in 0..batch {
-                        next.send(run * batch + k)?;
+                    // A closed channel means the preparing thread stopped: its error, from the
+                    // join below, says why.
+                    if (0..batch).any(|k| next.send(run * batch + k).is_err()) {
+                        break;
                     }
-                    model.run(&input, batch)?;
+                    ran = model.run(&input, batch).map(drop);
+                    if ran.is_err() {
+                        break;
+                    }
                 }
                 drop(next);
-                preparing
-                    .join()
-                    .map_err(|_| anyhow::anyhow!("the preparing thread panicked"))??;
+                preparing.join().map_err(|panic| {
+                    let reason = panic
+                        .downcast_ref::<&str>()
+                        .copied()
+                        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                        .unwrap_or("no message");
+                    anyhow::anyhow!("the preparing thread panicked: {reason}")
+                })??;
+                ran?;
                 Ok((runs * batch) as f64 / started.elapsed().as_secs_f64())
             })?;
 
