@@ -338,6 +338,11 @@ mod tests {
         }
     }
 
+    /// An RGB8 image whose neighbouring bytes all differ, so a misplaced pixel or channel shows.
+    fn pattern(w: usize, h: usize) -> Vec<u8> {
+        (0..w * h * 3).map(|i| (i * 31 % 256) as u8).collect()
+    }
+
     /// The bilinear resize one pixel at a time, straight from OpenCV's formulas: what the
     /// row-cached, planar implementation must equal exactly.
     fn one_pixel_at_a_time(rgb: &[u8], g: &Geometry) -> Vec<f32> {
@@ -374,7 +379,7 @@ mod tests {
             (1280, 720),
             (641, 640),
         ] {
-            let rgb: Vec<u8> = (0..w * h * 3).map(|i| (i * 31 % 256) as u8).collect();
+            let rgb = pattern(w as usize, h as usize);
             let g = Geometry::new((w, h), (640, 640));
             let mut out = vec![0.0; 3 * 640 * 640];
             letterbox_into(&rgb, &g, &mut out);
@@ -391,7 +396,7 @@ mod tests {
     #[test]
     fn an_exact_halving_is_the_rounded_two_by_two_mean_everywhere() {
         let (w, h) = (1280usize, 720usize);
-        let rgb: Vec<u8> = (0..w * h * 3).map(|i| (i * 31 % 256) as u8).collect();
+        let rgb = pattern(w, h);
         let g = Geometry::new((w as u32, h as u32), (640, 640));
         assert_eq!((g.width, g.height, g.top), (640, 360, 140));
         let mut out = vec![0.0; 3 * 640 * 640];
@@ -426,7 +431,7 @@ mod tests {
             (640, 640),
             (1, 1),
         ] {
-            let rgb: Vec<u8> = (0..w * h * 3).map(|i| (i * 7 % 251) as u8).collect();
+            let rgb = pattern(w as usize, h as usize);
             let g = Geometry::new((w, h), (640, 640));
             let mut out = vec![f32::NAN; 3 * 640 * 640];
             letterbox_into(&rgb, &g, &mut out);
