@@ -205,7 +205,7 @@ pub fn decode<T: Contract>(bytes: &[u8], max_bytes: usize) -> Result<T, DecodeEr
             T::SCHEMA_ID
         )));
     }
-    typed(value)
+    typed(&value)
 }
 
 /// Decodes bytes as whichever message their `schema` field names.
@@ -213,12 +213,12 @@ pub fn decode_any(bytes: &[u8], max_bytes: usize) -> Result<Message, DecodeError
     let value = parse(bytes, max_bytes)?;
     let found = schema::schema_id_of(&value)?;
     let message = match found {
-        JobSchema::ID => Message::Job(Box::new(typed(value)?)),
-        RoutedSchema::ID => Message::Routed(Box::new(typed(value)?)),
-        ResultSchema::ID => Message::Result(Box::new(typed(value)?)),
-        UsageSchema::ID => Message::Usage(Box::new(typed(value)?)),
-        DeadLetterSchema::ID => Message::DeadLetter(Box::new(typed(value)?)),
-        EventSchema::ID => Message::Event(Box::new(typed(value)?)),
+        JobSchema::ID => Message::Job(Box::new(typed(&value)?)),
+        RoutedSchema::ID => Message::Routed(Box::new(typed(&value)?)),
+        ResultSchema::ID => Message::Result(Box::new(typed(&value)?)),
+        UsageSchema::ID => Message::Usage(Box::new(typed(&value)?)),
+        DeadLetterSchema::ID => Message::DeadLetter(Box::new(typed(&value)?)),
+        EventSchema::ID => Message::Event(Box::new(typed(&value)?)),
         other => return Err(schema::unknown_schema(other)),
     };
     Ok(message)
@@ -244,9 +244,9 @@ fn parse(bytes: &[u8], max_bytes: usize) -> Result<serde_json::Value, DecodeErro
     serde_json::from_slice(bytes).map_err(|error| DecodeError::Json(error.to_string()))
 }
 
-fn typed<T: Contract>(value: serde_json::Value) -> Result<T, DecodeError> {
-    schema::validate_value(T::SCHEMA_ID, &value)?;
-    let message: T = from_value(&value)?;
+fn typed<T: Contract>(value: &serde_json::Value) -> Result<T, DecodeError> {
+    schema::validate_value(T::SCHEMA_ID, value)?;
+    let message: T = from_value(value)?;
     let violations = message.check();
     if violations.is_empty() {
         Ok(message)
