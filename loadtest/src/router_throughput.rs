@@ -69,10 +69,22 @@ struct Args {
     #[arg(long, default_value_t = 64)]
     in_flight: usize,
     /// Publish every job before anything consumes, then time the drain: the rate of the
-    /// consumers alone (router and sink), with the publisher's CPU out of the way. Latencies
-    /// then include the wait in the backlog and are not printed.
+    /// router (or relay) alone, with the publisher's CPU out of the way and the sink reading
+    /// only after the drain. Latencies then include the wait in the backlog and are not
+    /// printed.
     #[arg(long)]
     prefill: bool,
+    /// The passes to run, in this order; a profile of one pass (`--passes router`) holds only
+    /// its work.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Pass::Baseline, Pass::Relay, Pass::Router])]
+    passes: Vec<Pass>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Pass {
+    Baseline,
+    Relay,
+    Router,
 }
 
 const RUN: &str = "loadtest_run";
@@ -127,6 +139,54 @@ struct Phase {
     latencies_us: Vec<u64>,
     /// The router's rate over the second half of a prefilled drain.
     second_half: Option<f64>,
+    /// CPU per job over a prefilled drain: this process's, and the whole machine's (the broker
+    /// included).
+    cpu_per_job: Option<CpuPerJob>,
+}
+
+#[derive(Clone, Copy)]
+struct CpuPerJob {
+    process_us: f64,
+    machine_us: f64,
+}
+
+/// CPU time used so far, in clock ticks: this process's and every CPU's busy time.
+#[derive(Clone, Copy)]
+struct CpuTicks {
+    process: u64,
+    machine: u64,
+}
+
+impl CpuTicks {
+    /// From /proc; `None` where there is none (the figures are then left out).
+    fn now() -> Option<CpuTicks> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields after the command name, which is in parentheses and may hold spaces:
+        // utime and stime are the 14th and 15th of the whole line.
+        let after = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let process = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        let all = std::fs::read_to_string("/proc/stat").ok()?;
+        let cpu: Vec<u64> = all
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal: busy is all but idle and iowait.
+        let machine = cpu.iter().take(8).sum::<u64>() - cpu.get(3)? - cpu.get(4)?;
+        Some(CpuTicks { process, machine })
+    }
+
+    fn per_job(self, until: CpuTicks, jobs: u64) -> CpuPerJob {
+        // The kernel's USER_HZ is 100 on every Linux this runs on.
+        let us = |ticks: u64| ticks as f64 * 10_000.0 / jobs.max(1) as f64;
+        CpuPerJob {
+            process_us: us(until.process - self.process),
+            machine_us: us(until.machine - self.machine),
+        }
+    }
 }
 
 /// Publishes `n` jobs (tiers and templates round-robin) to `queue_of(job)`, paced by `rate`.
@@ -186,16 +246,18 @@ async fn publish<B: Bus>(
 /// (the group forms around the first, and the others wait for its next heartbeat). Its
 /// counters are the only record of when it read and settled, so they are sampled, every
 /// millisecond.
-async fn drain_time(counters: &Counters, n: u64) -> (Duration, f64) {
+async fn drain_time(counters: &Counters, n: u64) -> (Duration, f64, Option<CpuPerJob>) {
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let settled = || Counters::get(&counters.acked) + Counters::get(&counters.dead_lettered);
     let mut start = None;
     let mut half = None;
+    let mut cpu_from = None;
     loop {
         tick.tick().await;
         if start.is_none() && Counters::get(&counters.received) > 0 {
             start = Some(Instant::now());
+            cpu_from = CpuTicks::now();
         }
         let done = settled();
         if half.is_none() && done >= n / 2 {
@@ -206,7 +268,10 @@ async fn drain_time(counters: &Counters, n: u64) -> (Duration, f64) {
             let steady = half.map_or(0.0, |(at, from)| {
                 (done - from) as f64 / at.elapsed().as_secs_f64().max(1e-9)
             });
-            return (total, steady);
+            let cpu = cpu_from
+                .zip(CpuTicks::now())
+                .map(|(from, to)| from.per_job(to, done));
+            return (total, steady, cpu);
         }
     }
 }
@@ -362,6 +427,7 @@ async fn collect<B: Bus>(
         elapsed: first.map_or(Duration::ZERO, |f| f.elapsed()),
         latencies_us,
         second_half: None,
+        cpu_per_job: None,
     })
 }
 
@@ -411,15 +477,16 @@ async fn two_hops<B: Bus>(
     );
     let collecting = collect(bus, &backend_queues, sink_group, args.jobs, run_id, arrival);
     let phase = if args.prefill {
-        // The sink joins its groups after the consumer has started, so the first jobs through
-        // wait for it in a heap: its arrival times would flatter the pass. The counters time
-        // the drain instead; the sink still checks every job arrived.
-        let (arrived, (drained, steady)) =
-            tokio::join!(collecting, drain_time(&counters, args.jobs as u64));
+        // The counters time the drain, and the sink reads the backend queues only once it is
+        // over: read alongside, the sink (and the broker serving its fetches) took a share of
+        // the same two cores, and its arrival times would flatter the pass anyway, since the
+        // first jobs through wait for it to join. It still checks every job arrived.
+        let (drained, steady, cpu) = drain_time(&counters, args.jobs as u64).await;
         Phase {
             elapsed: drained,
             second_half: Some(steady),
-            ..arrived?
+            cpu_per_job: cpu,
+            ..collecting.await?
         }
     } else {
         let (arrived, published) = tokio::join!(
@@ -432,6 +499,32 @@ async fn two_hops<B: Bus>(
     shutdown.cancel();
     running.await??;
     Ok((phase, counters))
+}
+
+/// The baseline: the same envelopes, bus transit plus the consumer's decode, no router.
+async fn baseline<B: Bus>(
+    bus: &B,
+    args: &Args,
+    run_id: &str,
+    direct: &QueueName,
+) -> anyhow::Result<Phase> {
+    let collecting = collect(
+        bus,
+        std::slice::from_ref(direct),
+        SINK_GROUP,
+        args.jobs,
+        run_id,
+        Arrival::Validated,
+    );
+    let publishing = publish(bus, args, run_id, |_| direct.clone());
+    if args.prefill {
+        publishing.await?;
+        collecting.await
+    } else {
+        let (baseline, published) = tokio::join!(collecting, publishing);
+        published?;
+        baseline
+    }
 }
 
 /// `start_at_end(queue, group)` makes `group` skip what `queue` already holds.
@@ -452,72 +545,69 @@ async fn run<B: Bus>(
     queues.push(direct.clone());
     bus.ensure(&queues).await?;
 
-    // Baseline: the same envelopes, bus transit plus the consumer's decode, no router.
-    let collecting = collect(
-        &bus,
-        std::slice::from_ref(&direct),
-        SINK_GROUP,
-        args.jobs,
-        &run_id,
-        Arrival::Validated,
-    );
-    let publishing = publish(&bus, args, &run_id, |_| direct.clone());
-    let baseline = if args.prefill {
-        publishing.await?;
-        collecting.await?
-    } else {
-        let (baseline, published) = tokio::join!(collecting, publishing);
-        published?;
-        baseline?
-    };
-
-    // Each pass tags its jobs with its own run id, so no sink counts another pass's jobs.
-    let relay_run = format!("{run_id}-relay");
-    let (relayed, _) = two_hops(
-        &bus,
-        args,
-        &relay_run,
-        &config,
-        ("relay", RELAY_SINK_GROUP),
-        Arrival::Relayed,
-        &start_at_end,
-        |consumer, counters, shutdown| {
-            let (bus, to, concurrency) = (bus.clone(), backend_queues.clone(), args.concurrency);
-            tokio::spawn(relay(bus, consumer, to, concurrency, counters, shutdown))
-        },
-    )
-    .await?;
-
-    let policy = load_policy(DEFAULT_POLICY_TOML, "default", &config.backends)?;
-    let router = Arc::new(Router::new(
-        bus.clone(),
-        config.backends.clone().into(),
-        Arc::new(config.rates.clone()),
-        Arc::new(PolicyHandle::new(policy, None)),
-        Arc::new(Mutex::new(LiveState::default())),
-        NoSpend,
-        RouterSettings::default(),
-    ));
-    let settings = Settings {
-        concurrency: args.concurrency,
-        ..Settings::default()
-    };
-    let (routed, counters) = two_hops(
-        &bus,
-        args,
-        &run_id,
-        &config,
-        ("router", SINK_GROUP),
-        Arrival::Routed,
-        &start_at_end,
-        |consumer, counters, shutdown| {
-            tokio::spawn(async move {
-                runtime::run(consumer, router, settings, counters, shutdown).await?;
-                anyhow::Ok(())
-            })
-        },
-    )
-    .await?;
+    let mut passes = Vec::new();
+    let mut dead_lettered = 0;
+    for pass in &args.passes {
+        let phase = match pass {
+            Pass::Baseline => baseline(&bus, args, &run_id, &direct).await?,
+            Pass::Relay => {
+                // Each pass tags its jobs with its own run id, so no sink counts another
+                // pass's jobs.
+                let relay_run = format!("{run_id}-relay");
+                let (relayed, _) = two_hops(
+                    &bus,
+                    args,
+                    &relay_run,
+                    &config,
+                    ("relay", RELAY_SINK_GROUP),
+                    Arrival::Relayed,
+                    &start_at_end,
+                    |consumer, counters, shutdown| {
+                        let (bus, to, concurrency) =
+                            (bus.clone(), backend_queues.clone(), args.concurrency);
+                        tokio::spawn(relay(bus, consumer, to, concurrency, counters, shutdown))
+                    },
+                )
+                .await?;
+                relayed
+            }
+            Pass::Router => {
+                let policy = load_policy(DEFAULT_POLICY_TOML, "default", &config.backends)?;
+                let router = Arc::new(Router::new(
+                    bus.clone(),
+                    config.backends.clone().into(),
+                    Arc::new(config.rates.clone()),
+                    Arc::new(PolicyHandle::new(policy, None)),
+                    Arc::new(Mutex::new(LiveState::default())),
+                    NoSpend,
+                    RouterSettings::default(),
+                ));
+                let settings = Settings {
+                    concurrency: args.concurrency,
+                    ..Settings::default()
+                };
+                let (routed, counters) = two_hops(
+                    &bus,
+                    args,
+                    &run_id,
+                    &config,
+                    ("router", SINK_GROUP),
+                    Arrival::Routed,
+                    &start_at_end,
+                    |consumer, counters, shutdown| {
+                        tokio::spawn(async move {
+                            runtime::run(consumer, router, settings, counters, shutdown).await?;
+                            anyhow::Ok(())
+                        })
+                    },
+                )
+                .await?;
+                dead_lettered = Counters::get(&counters.dead_lettered);
+                routed
+            }
+        };
+        passes.push((*pass, phase));
+    }
 
     let mut out = std::io::stdout().lock();
     writeln!(
@@ -527,13 +617,14 @@ async fn run<B: Bus>(
         args.jobs,
         args.rate.map_or("max".to_owned(), |r| r.to_string()),
         args.concurrency,
-        Counters::get(&counters.dead_lettered),
+        dead_lettered,
     )?;
-    for (name, mut phase) in [
-        ("baseline (bus only)", baseline),
-        ("relay (two hops)", relayed),
-        ("through the router", routed),
-    ] {
+    for (pass, mut phase) in passes {
+        let name = match pass {
+            Pass::Baseline => "baseline (bus only)",
+            Pass::Relay => "relay (two hops)",
+            Pass::Router => "through the router",
+        };
         phase.latencies_us.sort_unstable();
         let pct = |p: f64| {
             let index = ((phase.latencies_us.len() as f64 - 1.0) * p).round() as usize;
@@ -541,10 +632,16 @@ async fn run<B: Bus>(
         };
         let rate = phase.latencies_us.len() as f64 / phase.elapsed.as_secs_f64().max(1e-9);
         if args.prefill {
+            let cpu = phase.cpu_per_job.map_or(String::new(), |cpu| {
+                format!(
+                    "; CPU per job {:.1} µs in this process, {:.1} µs on the machine",
+                    cpu.process_us, cpu.machine_us
+                )
+            });
             match phase.second_half {
                 Some(steady) => writeln!(
                     out,
-                    "{name:<20} {rate:>8.0} jobs/s  (prefilled: its drain, first delivery to last ack; second half {steady:.0} jobs/s)"
+                    "{name:<20} {rate:>8.0} jobs/s  (prefilled: its drain, first delivery to last ack; second half {steady:.0} jobs/s{cpu})"
                 )?,
                 None => writeln!(
                     out,
