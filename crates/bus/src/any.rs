@@ -216,6 +216,9 @@ impl Delivery for AnyDelivery {
     async fn extend(&self, by: Duration) -> Result<(), BusError> {
         each_delivery!(self, d => d.extend(by).await)
     }
+    fn leased(&self) -> bool {
+        each_delivery!(self, d => d.leased())
+    }
     async fn dead_letter(self, rejection: Rejection) -> Result<(), BusError> {
         each_delivery!(self, d => d.dead_letter(rejection).await)
     }

@@ -164,6 +164,10 @@ pub trait Delivery: Send + Sync + std::fmt::Debug + 'static {
     ) -> impl Future<Output = Result<(), BusError>> + Send;
     /// Keeps the lease for `by` more (long jobs).
     fn extend(&self, by: Duration) -> impl Future<Output = Result<(), BusError>> + Send;
+    /// Whether the delivery holds a lease that runs out, so that `extend` does something. A
+    /// transport without one (Kafka) spares the runtime a renewal timer per message. No
+    /// default: a wrapper that forgot to forward it would quietly claim a lease.
+    fn leased(&self) -> bool;
     /// Moves the original bytes to the dead-letter queue with why, then removes the original.
     fn dead_letter(self, rejection: Rejection)
     -> impl Future<Output = Result<(), BusError>> + Send;

@@ -282,25 +282,28 @@ async fn process<D: Delivery, H: Handler>(
         headers: delivery.headers().clone(),
     };
     let attempt = context.attempt;
-    let settled_context = context.clone();
     // A panicking handler is a failed attempt, not a lost delivery: left unsettled, a Kafka
     // offset would hold its partition's commits back until the next restart.
     let guarded = std::panic::AssertUnwindSafe(handler.handle(message, context)).catch_unwind();
     let work = tokio::time::timeout(settings.message_timeout, guarded);
     tokio::pin!(work);
-    // Renew the lease well before it runs out, for as long as the handler works.
-    let renew_every = (settings.lease / 3).max(Duration::from_millis(10));
-    let mut renew =
-        tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
-    let outcome = loop {
-        tokio::select! {
-            outcome = &mut work => break outcome,
-            _ = renew.tick() => {
-                if let Err(error) = delivery.extend(settings.lease).await {
-                    warn!(message = "Failed to extend lease.", %error, queue = %delivery.queue());
+    let outcome = if delivery.leased() {
+        // Renew the lease well before it runs out, for as long as the handler works.
+        let renew_every = (settings.lease / 3).max(Duration::from_millis(10));
+        let mut renew =
+            tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
+        loop {
+            tokio::select! {
+                outcome = &mut work => break outcome,
+                _ = renew.tick() => {
+                    if let Err(error) = delivery.extend(settings.lease).await {
+                        warn!(message = "Failed to extend lease.", %error, queue = %delivery.queue());
+                    }
                 }
             }
         }
+    } else {
+        work.await
     };
     let failure = match outcome {
         Ok(Err(panic)) => {
@@ -343,6 +346,7 @@ async fn process<D: Delivery, H: Handler>(
     };
     // The handler consumed the message; decoding it again costs only on this rare path.
     let message = contracts::decode::<H::Message>(delivery.body(), settings.max_message_bytes);
+    let (delivery_queue, delivery_headers) = (delivery.queue().clone(), delivery.headers().clone());
     if settle(
         delivery.dead_letter(rejection.clone()),
         counters,
@@ -351,9 +355,15 @@ async fn process<D: Delivery, H: Handler>(
     .await
         && let Ok(message) = message
     {
-        handler
-            .dead_lettered(message, &rejection, &settled_context)
-            .await;
+        // Built again here rather than kept from the start: a second copy of every job's
+        // headers would be for this rare path.
+        let context = JobContext {
+            queue: delivery_queue,
+            attempt,
+            max_attempts: settings.max_attempts,
+            headers: delivery_headers,
+        };
+        handler.dead_lettered(message, &rejection, &context).await;
     }
 }
 

@@ -362,7 +362,8 @@ impl KafkaBus {
     }
 }
 
-fn outgoing_from(message: &rdkafka::message::OwnedMessage) -> Outgoing {
+/// The message's key, headers and body, copied once.
+fn outgoing_from(message: &impl rdkafka::Message) -> Outgoing {
     let mut headers = Headers::new();
     if let Some(kafka_headers) = message.headers() {
         for header in kafka_headers.iter() {
@@ -811,11 +812,14 @@ impl Consumer for KafkaConsumer {
     type Delivery = KafkaDelivery;
 
     async fn next(&mut self) -> Result<Option<KafkaDelivery>, BusError> {
+        // Copied out and dropped here: librdkafka cannot close a consumer while a borrowed
+        // message lives. Copied once, straight from librdkafka's buffer (`detach` would copy
+        // first and the delivery again).
         let message = self.consumer.recv().await.map_err(kafka_error)?;
-        // Detach at once: librdkafka cannot close a consumer while a borrowed message lives.
-        let message = message.detach();
-        lock(&self.tracker).delivered(message.topic(), message.partition(), message.offset());
+        let (partition, offset) = (message.partition(), message.offset());
+        lock(&self.tracker).delivered(message.topic(), partition, offset);
         let outgoing = outgoing_from(&message);
+        drop(message);
         let attempt = outgoing
             .headers
             .get(headers::ATTEMPT)
@@ -824,9 +828,8 @@ impl Consumer for KafkaConsumer {
         let first_failed_at = headers::first_failed_at(&outgoing.headers);
         Ok(Some(KafkaDelivery {
             queue: self.queue.clone(),
-            topic: message.topic().to_owned(),
-            partition: message.partition(),
-            offset: message.offset(),
+            partition,
+            offset,
             message: outgoing,
             attempt,
             first_failed_at,
@@ -873,8 +876,8 @@ impl Consumer for KafkaConsumer {
 
 #[derive(Debug)]
 pub struct KafkaDelivery {
+    /// Also the topic: a consumer reads its queue's topic and no other.
     queue: QueueName,
-    topic: String,
     partition: i32,
     offset: i64,
     message: Outgoing,
@@ -886,7 +889,7 @@ pub struct KafkaDelivery {
 
 impl KafkaDelivery {
     fn settle(&self) -> Result<(), BusError> {
-        if lock(&self.tracker).settled(&self.topic, self.partition, self.offset) {
+        if lock(&self.tracker).settled(self.queue.as_str(), self.partition, self.offset) {
             Ok(())
         } else {
             Err(BusError::LeaseExpired)
@@ -960,6 +963,10 @@ impl Delivery for KafkaDelivery {
 
     async fn extend(&self, _by: Duration) -> Result<(), BusError> {
         Ok(())
+    }
+
+    fn leased(&self) -> bool {
+        false
     }
 
     async fn dead_letter(self, rejection: Rejection) -> Result<(), BusError> {

@@ -9,7 +9,9 @@ use std::collections::{BTreeSet, HashMap};
 
 #[derive(Debug, Default)]
 pub(crate) struct OffsetTracker {
-    partitions: HashMap<(String, i32), Partition>,
+    /// Topic → partition → its offsets. Two levels so that the per-message calls look a topic
+    /// up by `&str` instead of allocating a key.
+    topics: HashMap<String, HashMap<i32, Partition>>,
 }
 
 #[derive(Debug, Default)]
@@ -23,17 +25,26 @@ struct Partition {
 
 impl OffsetTracker {
     pub(crate) fn delivered(&mut self, topic: &str, partition: i32, offset: i64) {
-        self.partitions
-            .entry((topic.to_owned(), partition))
-            .or_default()
-            .pending
-            .insert(offset);
+        if !self.topics.contains_key(topic) {
+            self.topics.insert(topic.to_owned(), HashMap::new());
+        }
+        if let Some(partitions) = self.topics.get_mut(topic) {
+            partitions
+                .entry(partition)
+                .or_default()
+                .pending
+                .insert(offset);
+        }
     }
 
     /// Marks `offset` settled. Returns false when the partition is no longer tracked (it was
     /// revoked: the message will be redelivered to its new owner).
     pub(crate) fn settled(&mut self, topic: &str, partition: i32, offset: i64) -> bool {
-        let Some(track) = self.partitions.get_mut(&(topic.to_owned(), partition)) else {
+        let Some(track) = self
+            .topics
+            .get_mut(topic)
+            .and_then(|partitions| partitions.get_mut(&partition))
+        else {
             return false;
         };
         if !track.pending.remove(&offset) {
@@ -53,12 +64,14 @@ impl OffsetTracker {
     /// Offsets to commit now: partitions whose commit point moved since the last call.
     pub(crate) fn take_commits(&mut self) -> Vec<(String, i32, i64)> {
         let mut out = Vec::new();
-        for ((topic, partition), track) in &mut self.partitions {
-            if let Some(point) = Self::commit_point(track)
-                && track.committed.is_none_or(|c| point > c)
-            {
-                track.committed = Some(point);
-                out.push((topic.clone(), *partition, point));
+        for (topic, partitions) in &mut self.topics {
+            for (partition, track) in partitions {
+                if let Some(point) = Self::commit_point(track)
+                    && track.committed.is_none_or(|c| point > c)
+                {
+                    track.committed = Some(point);
+                    out.push((topic.clone(), *partition, point));
+                }
             }
         }
         out
@@ -67,19 +80,26 @@ impl OffsetTracker {
     /// Stops tracking revoked partitions; returns their final commit points.
     pub(crate) fn revoke(&mut self, revoked: &[(String, i32)]) -> Vec<(String, i32, i64)> {
         let mut out = Vec::new();
-        for key in revoked {
-            if let Some(track) = self.partitions.remove(key)
+        for (topic, partition) in revoked {
+            if let Some(track) = self
+                .topics
+                .get_mut(topic)
+                .and_then(|partitions| partitions.remove(partition))
                 && let Some(point) = Self::commit_point(&track)
                 && track.committed.is_none_or(|c| point > c)
             {
-                out.push((key.0.clone(), key.1, point));
+                out.push((topic.clone(), *partition, point));
             }
         }
         out
     }
 
     pub(crate) fn pending(&self) -> usize {
-        self.partitions.values().map(|p| p.pending.len()).sum()
+        self.topics
+            .values()
+            .flat_map(HashMap::values)
+            .map(|p| p.pending.len())
+            .sum()
     }
 }
 

@@ -368,6 +368,10 @@ impl Delivery for MemoryDelivery {
         }
     }
 
+    fn leased(&self) -> bool {
+        true
+    }
+
     async fn dead_letter(self, rejection: Rejection) -> Result<(), BusError> {
         let letter = dead_letter_message(
             &self.queue.name,

@@ -981,6 +981,10 @@ impl Delivery for SqsDelivery {
         self.set_visibility(by).await
     }
 
+    fn leased(&self) -> bool {
+        true
+    }
+
     async fn dead_letter(self, rejection: Rejection) -> Result<(), BusError> {
         let outgoing = dead_letter_message(
             &self.queue,
