@@ -47,6 +47,9 @@ pub struct JobContext {
     pub attempt: u32,
     pub max_attempts: u32,
     pub headers: Headers,
+    /// The bytes the message was decoded from: what a handler passes on unchanged instead of
+    /// encoding the decoded message again (the router's routed job carries its job so).
+    pub body: Arc<[u8]>,
 }
 
 impl JobContext {
@@ -218,7 +221,10 @@ where
         let counters = counters.clone();
         // Decoding (JSON, schema, contract checks) is most of a light handler's CPU: done in
         // the task, it runs on every runtime thread rather than in this one fetching loop.
-        tasks.spawn(async move {
+        // Boxed: tokio copies a task's whole future as it binds, finishes and reaps it, and
+        // this one holds a delivery, a decoded message and the runtime's own futures (3.3 KB
+        // for the router on Kafka); a box is one allocation against three such copies.
+        tasks.spawn(Box::pin(async move {
             match contracts::decode::<H::Message>(delivery.body(), settings.max_message_bytes) {
                 Ok(message) => {
                     process(delivery, message, handler.as_ref(), &settings, &counters).await;
@@ -235,7 +241,7 @@ where
                         reason = %rejection.reason,
                     );
                     settle(
-                        delivery.dead_letter(rejection),
+                        Box::pin(delivery.dead_letter(rejection)),
                         &counters,
                         &counters.dead_lettered,
                     )
@@ -243,7 +249,7 @@ where
                 }
             }
             drop(permit);
-        });
+        }));
     }
 
     info!(
@@ -280,11 +286,17 @@ async fn process<D: Delivery, H: Handler>(
         attempt: delivery.attempt(),
         max_attempts: settings.max_attempts,
         headers: delivery.headers().clone(),
+        body: Arc::from(delivery.body()),
     };
     let attempt = context.attempt;
     // A panicking handler is a failed attempt, not a lost delivery: left unsettled, a Kafka
     // offset would hold its partition's commits back until the next restart.
-    let guarded = std::panic::AssertUnwindSafe(handler.handle(message, context)).catch_unwind();
+    // Boxed, as the futures of the rare paths below: a handler's future is large (the
+    // router's holds its classifier call), a transport's nack or dead letter is a publish, and
+    // inline they made every job's task 4.9 KB, which tokio copies whole as the task is
+    // spawned, finishes and is reaped: a tenth of the router's CPU went to `memmove`.
+    let guarded =
+        std::panic::AssertUnwindSafe(Box::pin(handler.handle(message, context))).catch_unwind();
     let work = tokio::time::timeout(settings.message_timeout, guarded);
     tokio::pin!(work);
     let outcome = if delivery.leased() {
@@ -340,15 +352,24 @@ async fn process<D: Delivery, H: Handler>(
         Failure::Retry(error) => {
             let delay = backoff(attempt, settings.backoff_initial, settings.backoff_max);
             debug!(message = "Retrying later.", queue = %delivery.queue(), attempt, delay_ms = delay.as_millis() as u64, %error);
-            settle(delivery.nack(delay, &error), counters, &counters.retried).await;
+            settle(
+                Box::pin(delivery.nack(delay, &error)),
+                counters,
+                &counters.retried,
+            )
+            .await;
             return;
         }
     };
     // The handler consumed the message; decoding it again costs only on this rare path.
     let message = contracts::decode::<H::Message>(delivery.body(), settings.max_message_bytes);
-    let (delivery_queue, delivery_headers) = (delivery.queue().clone(), delivery.headers().clone());
+    let (delivery_queue, delivery_headers, delivery_body) = (
+        delivery.queue().clone(),
+        delivery.headers().clone(),
+        Arc::from(delivery.body()),
+    );
     if settle(
-        delivery.dead_letter(rejection.clone()),
+        Box::pin(delivery.dead_letter(rejection.clone())),
         counters,
         &counters.dead_lettered,
     )
@@ -356,14 +377,15 @@ async fn process<D: Delivery, H: Handler>(
         && let Ok(message) = message
     {
         // Built again here rather than kept from the start: a second copy of every job's
-        // headers would be for this rare path.
+        // headers and bytes would be for this rare path.
         let context = JobContext {
             queue: delivery_queue,
             attempt,
             max_attempts: settings.max_attempts,
             headers: delivery_headers,
+            body: delivery_body,
         };
-        handler.dead_lettered(message, &rejection, &context).await;
+        Box::pin(handler.dead_lettered(message, &rejection, &context)).await;
     }
 }
 
@@ -434,6 +456,7 @@ mod tests {
                 (headers::ATTEMPT.to_owned(), "2".to_owned()),
                 (headers::LAST_ERROR.to_owned(), "503".to_owned()),
             ]),
+            body: Arc::from(&b"{}"[..]),
         };
         assert_eq!(
             context.outgoing_headers(),

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use switchyard_core::contracts::{
-    self, Contract, DEFAULT_MAX_MESSAGE_BYTES, DecodeError, Input, JobEnvelope, Message, Task,
+    self, Contract, DEFAULT_MAX_MESSAGE_BYTES, DecodeError, Input, JobEnvelope, Message, RoutedJob,
+    Task,
 };
 
 #[expect(
@@ -164,4 +165,64 @@ fn jobs_built_in_rust_validate_against_the_schema() {
     job.trace = None;
     job.callback = None;
     round_trip(&job);
+}
+
+#[test]
+fn a_routed_job_around_the_jobs_own_bytes_reads_as_the_encoded_one() {
+    let routed: Vec<RoutedJob> = examples("valid")
+        .iter()
+        .filter(|file| {
+            file.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("routed"))
+        })
+        .map(|file| {
+            contracts::decode(&std::fs::read(file).unwrap(), DEFAULT_MAX_MESSAGE_BYTES).unwrap()
+        })
+        .collect();
+    assert!(
+        routed.iter().any(|r| r.parent.is_some()) && routed.iter().any(|r| r.parent.is_none()),
+        "the routed examples cover a job with a parent and one without"
+    );
+    let jobs: Vec<PathBuf> = examples("valid")
+        .into_iter()
+        .filter(|file| {
+            file.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("job."))
+        })
+        .collect();
+    assert!(jobs.len() >= 5, "only {} job examples", jobs.len());
+    for file in jobs {
+        let compact = std::fs::read(&file).unwrap();
+        // A producer's own layout (indentation, a trailing newline) travels on as it came.
+        let value: serde_json::Value = serde_json::from_slice(&compact).unwrap();
+        let mut pretty = serde_json::to_vec_pretty(&value).unwrap();
+        pretty.push(b'\n');
+        for job_bytes in [compact, pretty] {
+            let job: JobEnvelope =
+                contracts::decode(&job_bytes, DEFAULT_MAX_MESSAGE_BYTES).unwrap();
+            for example in &routed {
+                let bytes = RoutedJob::encode_around(
+                    &job_bytes,
+                    &example.decision,
+                    example.parent.as_ref(),
+                );
+                let read: RoutedJob = contracts::decode(&bytes, DEFAULT_MAX_MESSAGE_BYTES)
+                    .unwrap_or_else(|error| panic!("{}: {error}", file.display()));
+                let encoded = RoutedJob {
+                    job: job.clone(),
+                    decision: example.decision.clone(),
+                    parent: example.parent.clone(),
+                    ..example.clone()
+                };
+                assert_eq!(read, encoded, "{}", file.display());
+                assert!(
+                    bytes
+                        .windows(job_bytes.len())
+                        .any(|w| w == job_bytes.as_slice()),
+                    "{}: the job's bytes are not in the routed job as they came",
+                    file.display()
+                );
+            }
+        }
+    }
 }

@@ -187,6 +187,7 @@ impl Rig {
             attempt: 1,
             max_attempts: 5,
             headers: Headers::new(),
+            body: contracts::encode(&routed).into(),
         };
         self.worker.handle(routed, context).await
     }

@@ -299,7 +299,11 @@ impl<B: Bus, S: SpendSource> Handler for Router<B, S> {
             return self.fan_out(&job, multi, &policy, &context).await;
         }
         let choice = self.choose(&job, &policy).await?;
-        self.publish(routed_job(job, choice, &policy, None), &context)
+        let decision = decision(choice, &policy);
+        // The job goes on as its producer wrote it: a copy of the bytes it was decoded from,
+        // not a second encoding of it.
+        let body = RoutedJob::encode_around(&context.body, &decision, None);
+        self.publish(&decision.queue, &job.tenant_id, body, &context)
             .await
     }
 }
@@ -523,51 +527,55 @@ impl<B: Bus, S: SpendSource> Router<B, S> {
                 siblings: siblings.clone(),
                 callback: job.callback.clone(),
             };
-            self.publish(routed_job(child, choice, policy, Some(parent)), context)
+            let routed = RoutedJob {
+                schema: RoutedSchema,
+                decision: decision(choice, policy),
+                parent: Some(parent),
+                job: child,
+            };
+            let body = contracts::encode(&routed);
+            self.publish(&routed.decision.queue, &routed.job.tenant_id, body, context)
                 .await?;
         }
         Ok(())
     }
 
-    async fn publish(&self, routed: RoutedJob, context: &JobContext) -> Result<(), Failure> {
-        let queue = routed.decision.queue.clone();
-        let mut message = Outgoing::new(contracts::encode(&routed))
-            .with_key(routed.job.tenant_id.as_str())
+    /// Publishes a routed job's bytes, keyed by tenant so that a tenant's jobs keep their
+    /// order on a partitioned queue.
+    async fn publish(
+        &self,
+        queue: &QueueName,
+        tenant_id: &TenantId,
+        body: Vec<u8>,
+        context: &JobContext,
+    ) -> Result<(), Failure> {
+        let mut message = Outgoing::new(body)
+            .with_key(tenant_id.as_str())
             .with_header(headers::CONTENT_TYPE, "application/json");
         message.headers.extend(context.outgoing_headers());
         self.bus
-            .publish(&queue, message)
+            .publish(queue, message)
             .await
             .map_err(|error| Failure::Retry(format!("publishing to {queue}: {error}")))
     }
 }
 
-fn routed_job(
-    job: JobEnvelope,
-    choice: Choice,
-    policy: &Policy,
-    parent: Option<ParentRef>,
-) -> RoutedJob {
-    RoutedJob {
-        schema: RoutedSchema,
-        decision: Decision {
-            backend_id: choice.backend_id,
-            queue: choice.queue,
-            rule: choice.rule,
-            strategy: choice.strategy,
-            reason: choice.reason,
-            // The contract carries at most 12 decimals; round up so it never understates.
-            estimated_cost_usd: choice
-                .estimated_cost_usd
-                .round_dp_with_strategy(12, rust_decimal::RoundingStrategy::AwayFromZero)
-                .normalize(),
-            estimated_latency_ms: choice.estimated_latency_ms,
-            fallbacks: choice.fallbacks,
-            policy_version: policy.version.clone(),
-            decided_at: Utc::now(),
-        },
-        parent,
-        job,
+fn decision(choice: Choice, policy: &Policy) -> Decision {
+    Decision {
+        backend_id: choice.backend_id,
+        queue: choice.queue,
+        rule: choice.rule,
+        strategy: choice.strategy,
+        reason: choice.reason,
+        // The contract carries at most 12 decimals; round up so it never understates.
+        estimated_cost_usd: choice
+            .estimated_cost_usd
+            .round_dp_with_strategy(12, rust_decimal::RoundingStrategy::AwayFromZero)
+            .normalize(),
+        estimated_latency_ms: choice.estimated_latency_ms,
+        fallbacks: choice.fallbacks,
+        policy_version: policy.version.clone(),
+        decided_at: Utc::now(),
     }
 }
 

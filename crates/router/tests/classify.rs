@@ -171,18 +171,23 @@ fn chat(tenant: &str, text: &str) -> JobEnvelope {
     job
 }
 
-fn context() -> JobContext {
+fn context(job: &JobEnvelope) -> JobContext {
     JobContext {
         queue: Tier::Standard.queue(),
         attempt: 1,
         max_attempts: 5,
         headers: Default::default(),
+        body: contracts::encode(job).into(),
     }
 }
 
 /// Routes `job` and returns the routed job from the backend queue it went to.
 async fn route(setup: &Setup, job: &JobEnvelope) -> RoutedJob {
-    setup.router.handle(job.clone(), context()).await.unwrap();
+    setup
+        .router
+        .handle(job.clone(), context(job))
+        .await
+        .unwrap();
     for backend in ["gpt-4o-mini", "gpt-5", "gpt-4.1-nano"] {
         let queue = QueueName::backend(&BackendId::new(backend).unwrap());
         if setup.bus.depth(&queue).await.unwrap().ready == 0 {
@@ -330,7 +335,11 @@ async fn without_a_label_the_next_rule_decides() {
     let example: JobEnvelope = contracts::decode(&bytes, 1 << 20).unwrap();
     detect.task = example.task;
     let calls = setup.classifier.calls.load(Ordering::SeqCst);
-    setup.router.handle(detect, context()).await.unwrap();
+    setup
+        .router
+        .handle(detect.clone(), context(&detect))
+        .await
+        .unwrap();
     assert_eq!(setup.classifier.calls.load(Ordering::SeqCst), calls);
 }
 
@@ -370,7 +379,7 @@ async fn a_charge_that_cannot_be_written_retries_the_job_and_caches_nothing() {
     let setup = setup().await;
     let job = chat("acme", "a hard question");
     setup.charges.broken.store(true, Ordering::SeqCst);
-    match setup.router.handle(job.clone(), context()).await {
+    match setup.router.handle(job.clone(), context(&job)).await {
         Err(Failure::Retry(reason)) => {
             assert!(
                 reason.contains("cannot charge the classifier call"),

@@ -411,13 +411,14 @@ async fn a_job_waits_rather_than_dead_letters_while_its_backends_cool_down() {
             live.lock().unwrap().observe(&backend.id, Err(()), now);
         }
     }
-    let context = JobContext {
+    let context = |job: &JobEnvelope| JobContext {
         queue: job.priority.queue(),
         attempt: 1,
         max_attempts: 5,
         headers: switchyard_bus::Headers::new(),
+        body: contracts::encode(job).into(),
     };
-    match router.handle(job.clone(), context.clone()).await {
+    match router.handle(job.clone(), context(&job)).await {
         Err(Failure::Retry(reason)) => {
             assert!(
                 reason.starts_with("every eligible backend is cooling down"),
@@ -429,7 +430,7 @@ async fn a_job_waits_rather_than_dead_letters_while_its_backends_cool_down() {
     // A job nothing could serve even when healthy is still refused at once.
     job.routing.max_cost_usd = Some("0".parse().unwrap());
     assert!(matches!(
-        router.handle(job, context).await,
+        router.handle(job.clone(), context(&job)).await,
         Err(Failure::Reject(_))
     ));
 }

@@ -24,6 +24,43 @@ pub struct RoutedJob {
     pub parent: Option<ParentRef>,
 }
 
+impl RoutedJob {
+    /// The bytes of a routed job whose `job` is `job_bytes` as they are, not encoded again from
+    /// the decoded job: the same message to every reader (`decode` gives the `RoutedJob` that
+    /// `contracts::encode` of the decoded job would), for a copy instead of a second encoding,
+    /// which for a job with an inline image is most of what routing it costs.
+    ///
+    /// `job_bytes` must be a valid `switchyard.job/v1` envelope: the bytes a job was decoded
+    /// from, as the worker runtime hands them to the router.
+    pub fn encode_around(
+        job_bytes: &[u8],
+        decision: &Decision,
+        parent: Option<&ParentRef>,
+    ) -> Vec<u8> {
+        let mut out = Vec::with_capacity(job_bytes.len() + 512);
+        out.extend_from_slice(br#"{"schema":""#);
+        out.extend_from_slice(RoutedSchema::ID.as_bytes());
+        out.extend_from_slice(br#"","job":"#);
+        out.extend_from_slice(job_bytes);
+        out.extend_from_slice(br#","decision":"#);
+        write_json(&mut out, decision);
+        if let Some(parent) = parent {
+            out.extend_from_slice(br#","parent":"#);
+            write_json(&mut out, parent);
+        }
+        out.push(b'}');
+        out
+    }
+}
+
+fn write_json(out: &mut Vec<u8>, value: &impl Serialize) {
+    if let Err(error) = serde_json::to_writer(out, value) {
+        // As `contracts::encode`: these types hold no maps with non-string keys, and writing
+        // to a `Vec` cannot fail.
+        unreachable!("contract types always serialize: {error}");
+    }
+}
+
 /// Why this backend, and what it is expected to cost.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
