@@ -78,6 +78,16 @@ struct Args {
     /// its work.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Pass::Baseline, Pass::Relay, Pass::Router])]
     passes: Vec<Pass>,
+    /// A librdkafka property for every client, as `[bus.kafka.properties]` sets them
+    /// (`--kafka-property linger.ms=5`); repeatable.
+    #[arg(long, value_parser = key_value)]
+    kafka_property: Vec<(String, String)>,
+}
+
+fn key_value(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .ok_or_else(|| format!("`{text}` is not KEY=VALUE"))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -106,6 +116,7 @@ async fn main() -> anyhow::Result<()> {
             let brokers = std::env::var("SWITCHYARD_KAFKA_BROKERS")
                 .context("SWITCHYARD_KAFKA_BROKERS is not set (source deploy/local/env.sh)")?;
             let mut settings = KafkaSettings::new(brokers);
+            settings.properties.clone_from(&args.kafka_property);
             settings.group_prefix = format!("loadtest-{}", ulid::Ulid::new());
             let bus = KafkaBus::new(settings)?;
             let resetting = bus.clone();

@@ -1096,6 +1096,11 @@ impl RawConfig {
                             );
                         }
                     }
+                    for (managed, why) in MANAGED_KAFKA_PROPERTIES {
+                        if self.bus.kafka.properties.contains_key(*managed) {
+                            problem(&format!("bus.kafka.properties.{managed}"), (*why).into());
+                        }
+                    }
                     BusConfig::Kafka(KafkaConfig {
                         brokers: brokers.to_owned(),
                         group_id: self.bus.kafka.group_id.clone(),
@@ -1412,6 +1417,40 @@ impl RawConfig {
     }
 }
 
+/// librdkafka properties that switchyard sets itself, and why one in `[bus.kafka.properties]`
+/// is refused rather than silently overridden.
+const MANAGED_KAFKA_PROPERTIES: &[(&str, &str)] = &[
+    (
+        "bootstrap.servers",
+        "set by switchyard from bus.kafka.brokers; set that instead",
+    ),
+    (
+        "group.id",
+        "set by switchyard from bus.kafka.group_id and the queue; set that instead",
+    ),
+    (
+        "acks",
+        "set by switchyard: every hop acknowledges a message only once the next one has it \
+         (acks = all)",
+    ),
+    (
+        "enable.idempotence",
+        "set by switchyard: retried sends must not duplicate messages",
+    ),
+    (
+        "enable.auto.commit",
+        "set by switchyard: offsets are committed only for finished work",
+    ),
+    (
+        "enable.auto.offset.store",
+        "set by switchyard: offsets are committed only for finished work",
+    ),
+    (
+        "message.max.bytes",
+        "set by switchyard: a dead letter carries the whole message it wraps; bus.max_message_bytes limits jobs",
+    ),
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1611,6 +1650,20 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(problem_keys(&error), ["bus.kafka.properties.sasl.password"]);
+    }
+
+    #[test]
+    fn kafka_properties_switchyard_sets_itself_are_refused() {
+        let error = load(
+            "[bus]\nkind = \"kafka\"\n[bus.kafka]\nbrokers = \"b:9092\"\n[bus.kafka.properties]\n\"acks\" = \"1\"\n\"group.id\" = \"g\"\n\"linger.ms\" = \"20\"\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(
+            problem_keys(&error),
+            ["bus.kafka.properties.group.id", "bus.kafka.properties.acks"]
+        );
+        assert!(error.to_string().contains("bus.kafka.group_id"), "{error}");
     }
 
     #[test]
