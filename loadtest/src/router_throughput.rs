@@ -185,8 +185,9 @@ impl CpuTicks {
             .skip(1)
             .filter_map(|v| v.parse().ok())
             .collect();
-        // user nice system idle iowait irq softirq steal: busy is all but idle and iowait.
-        let machine = cpu.iter().take(8).sum::<u64>() - cpu.get(3)? - cpu.get(4)?;
+        // user nice system idle iowait irq softirq steal: busy is what this machine ran, so
+        // neither idle and iowait nor steal (the hypervisor running someone else).
+        let machine = cpu.iter().take(7).sum::<u64>() - cpu.get(3)? - cpu.get(4)?;
         Some(CpuTicks { process, machine })
     }
 

@@ -62,13 +62,13 @@ const RETRY_TIERS: [(&str, Duration); 4] = [
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(600);
 /// Dead letters hold the original base64-encoded: room for a 1 MiB message and its envelope.
 const DEAD_LETTER_MAX_BYTES: &str = "4194304";
-/// How often finished work is committed while consuming.
 /// The producer's default wait to fill a batch (`linger.ms`; `[bus.kafka.properties]` may
 /// change it): librdkafka's own default. At 2 ms the router drained a backlog more slowly in
 /// 10 of 11 side-by-side runs (fuller batches mean fewer produce requests for the client and
 /// the broker to serve; docs/benchmarks.md), for at most 3 ms less per hop when traffic is
 /// light.
 const PRODUCER_LINGER_MS: &str = "5";
+/// How often finished work is committed while consuming.
 const COMMIT_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Kafka settings, from `[bus.kafka]`.
